@@ -1,0 +1,1 @@
+"""Earshot: call-barge appliance firmware (FreeSWITCH-style eavesdrop on a Raspberry Pi)."""

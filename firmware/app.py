@@ -1,0 +1,137 @@
+"""Wiring: config → services → event loop, signals, readiness and the watchdog.
+
+``main()`` is what ``python -m firmware run`` and the systemd unit call. It picks the config
+(``--config``, ``$EARSHOT_CONFIG``, ``/etc/earshot/earshot.toml``, else the embedded default),
+starts every service, reports READY=1 once they listen, pings the watchdog from the loop, applies
+SIGHUP as a reload (a bad file is rejected and the running config stays), and stops cleanly on
+SIGINT / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from firmware import config as cfgmod
+from firmware import sdnotify
+
+log = logging.getLogger("earshot")
+
+SYSTEM_CONFIG = Path("/etc/earshot/earshot.toml")
+
+
+def find_config(explicit: str | None) -> Path | None:
+    for candidate in (explicit, os.environ.get("EARSHOT_CONFIG")):
+        if candidate:
+            return Path(candidate)
+    conf_dir = os.environ.get("CONFIGURATION_DIRECTORY")  # systemd ConfigurationDirectory=
+    for p in ([Path(conf_dir) / "earshot.toml"] if conf_dir else []) + [SYSTEM_CONFIG]:
+        if p.is_file():
+            return p
+    return None
+
+
+def load_config(path: Path | None) -> cfgmod.Config:
+    return cfgmod.load(path) if path else cfgmod.embedded_default()
+
+
+class Appliance:
+    """Owns the running services; ``start``/``reload``/``stop`` are the only entry points."""
+
+    def __init__(self, cfg: cfgmod.Config, config_path: Path | None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        log.info("config: %s", cfg.source)
+        if cfg.source == "<embedded default>":
+            log.info("embedded default: demo users %s; their passwords are in %s/demo-<id>.secret",
+                     ", ".join(u.id for u in cfg.users), cfgmod.state_dir())
+        log.info("SIP domain %s, listen %s (udp, tcp), RTP ports %s",
+                 cfg.sip.domain, cfg.sip.listen, cfg.sip.rtp_ports)
+        log.info("users: %s", ", ".join(f"{u.id}{' (may eavesdrop)' if u.may_eavesdrop else ''}"
+                                         for u in cfg.users) or "none")
+        for g in cfg.gateways:
+            log.info("gateway %s → %s%s", g.name, g.host, " (registering)" if g.register else "")
+        log.info("panel: %s backend; handset: %s, off-hook dials %s",
+                 cfg.panel.backend, cfg.handset.device or "simulated", cfg.handset.destination)
+
+    async def reload(self) -> None:
+        """Apply a changed config file; a bad one is rejected whole and the running one stays."""
+        if self.config_path is None:
+            log.info("reload: running on the embedded default, nothing to re-read")
+            return
+        try:
+            new = cfgmod.load(self.config_path)
+        except cfgmod.ConfigError as exc:
+            for line in exc.lines():
+                log.error("reload rejected: %s", line)
+            return
+        self.cfg = new
+        log.info("reload: applied %s", new.source)
+
+    async def stop(self) -> None:
+        log.info("stopping")
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        sdnotify.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+async def serve(app: Appliance) -> None:
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task] = set()
+
+    def on_hup() -> None:
+        t = loop.create_task(app.reload())
+        reloads.add(t)
+        t.add_done_callback(reloads.discard)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, app.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await app.start()
+    sdnotify.notify("READY=1", "STATUS=serving")
+    log.info("ready (Ctrl-C or SIGTERM stops)")
+    interval = sdnotify.watchdog_interval()
+    dog = loop.create_task(_watchdog(interval)) if interval else None
+    try:
+        await app.stopping.wait()
+    finally:
+        sdnotify.notify("STOPPING=1")
+        if dog:
+            dog.cancel()
+        await app.stop()
+
+
+def setup_logging(level: str) -> None:
+    # Under systemd the journal adds time and unit; on a terminal we add the time ourselves.
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr)
+
+
+def main(config_path: str | None = None, log_level: str | None = None) -> int:
+    path = find_config(config_path)
+    try:
+        cfg = load_config(path)
+    except cfgmod.ConfigError as exc:
+        setup_logging(log_level or "info")
+        for line in exc.lines():
+            log.error("config rejected: %s", line)
+        return 78  # EX_CONFIG: systemd's RestartPreventExitStatus can keep a broken config from looping
+    setup_logging(log_level or cfg.log.level)
+    try:
+        asyncio.run(serve(Appliance(cfg, path)))
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        pass
+    log.info("stopped")
+    return 0

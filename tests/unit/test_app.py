@@ -1,0 +1,82 @@
+"""`python -m firmware run`: starts on the embedded default, tells systemd it is ready, stops cleanly."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Running:
+    """The appliance as a child process, with its sd_notify socket and its log."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(tmp_path / "notify.sock"))
+        self.notify.settimeout(0.5)
+        env = dict(os.environ, EARSHOT_STATE_DIR=str(tmp_path / "state"),
+                   NOTIFY_SOCKET=str(tmp_path / "notify.sock"), PYTHONUNBUFFERED="1")
+        env.pop("EARSHOT_CONFIG", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "firmware", "run", *args], cwd=ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait_notify(self, what: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.notify.recv(4096).decode()
+            except TimeoutError:  # the short socket timeout lets us notice a process that died
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"exited with {self.proc.returncode}: {self.proc.stdout.read()}")
+                continue
+            if what in msg.split("\n"):
+                return msg
+        raise AssertionError(f"no {what} within {timeout}s")
+
+    def stop(self, sig=signal.SIGTERM) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=60)
+        self.notify.close()
+        return self.proc.returncode, out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_on_embedded_default_is_ready_then_stops_cleanly(tmp_path, sig):
+    app = Running(tmp_path)
+    assert "STATUS=serving" in app.wait_notify("READY=1")
+    rc, out = app.stop(sig)
+    assert rc == 0, out
+    assert "config: <embedded default>" in out and "ready" in out and "stopped" in out
+    assert "Traceback" not in out
+    # the demo passwords exist on disk but never reach the log
+    for secret in (tmp_path / "state").glob("*.secret"):
+        assert secret.read_text().strip() not in out
+
+
+def test_reload_rejects_a_broken_file_and_keeps_running(tmp_path):
+    cfg = tmp_path / "earshot.toml"
+    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\n[control]\npassword = "pw"\n')
+    app = Running(tmp_path, "--config", str(cfg))
+    app.wait_notify("READY=1")
+    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\nbogus = 1\n')
+    app.proc.send_signal(signal.SIGHUP)
+    # the process must still be alive and answer SIGTERM normally after a rejected reload
+    rc, out = app.stop()
+    assert rc == 0, out
+    assert f"reload rejected: {cfg}:3: sip.bogus: unknown key" in out
+
+
+def test_broken_config_at_start_exits_with_ex_config(tmp_path):
+    cfg = tmp_path / "earshot.toml"
+    cfg.write_text('[sip]\nlisten = 5060\n')
+    r = subprocess.run([sys.executable, "-m", "firmware", "run", "--config", str(cfg)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, EARSHOT_STATE_DIR=str(tmp_path / "s")))
+    assert r.returncode == 78
+    assert f"{cfg}:2: sip.listen: must be a string (got 5060)" in r.stderr
