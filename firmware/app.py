@@ -10,10 +10,12 @@ SIGINT / SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from firmware import config as cfgmod
@@ -37,6 +39,18 @@ def find_config(explicit: str | None) -> Path | None:
 
 def load_config(path: Path | None) -> cfgmod.Config:
     return cfgmod.load(path) if path else cfgmod.embedded_default()
+
+
+def write_status(state: str, cfg: cfgmod.Config, config_path: Path | None, detail: str = "") -> None:
+    """Publish what is running in ``<runtime dir>/status.json`` (atomically), so the provisioning
+    tool can tell that a reload took effect: it compares ``config_sha256`` with the file it wrote."""
+    d = cfgmod.runtime_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    status = {"pid": os.getpid(), "state": state, "config": cfg.source, "detail": detail,
+              "config_sha256": cfgmod.file_sha256(config_path) if config_path and config_path.is_file() else ""}
+    tmp = d / f".status.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(status))
+    os.replace(tmp, d / "status.json")
 
 
 class Appliance:
@@ -67,14 +81,19 @@ class Appliance:
         if self.config_path is None:
             log.info("reload: running on the embedded default, nothing to re-read")
             return
+        sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             new = cfgmod.load(self.config_path)
         except cfgmod.ConfigError as exc:
             for line in exc.lines():
                 log.error("reload rejected: %s", line)
+            write_status("reload-rejected", self.cfg, None, exc.lines()[0])
+            sdnotify.notify("READY=1", "STATUS=serving (reload rejected)")
             return
         self.cfg = new
         log.info("reload: applied %s", new.source)
+        write_status("ready", self.cfg, self.config_path)
+        sdnotify.notify("READY=1", "STATUS=serving")
 
     async def stop(self) -> None:
         log.info("stopping")
@@ -99,6 +118,7 @@ async def serve(app: Appliance) -> None:
         loop.add_signal_handler(sig, app.stopping.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await app.start()
+    write_status("ready", app.cfg, app.config_path)
     sdnotify.notify("READY=1", "STATUS=serving")
     log.info("ready (Ctrl-C or SIGTERM stops)")
     interval = sdnotify.watchdog_interval()

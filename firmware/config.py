@@ -388,6 +388,18 @@ def state_dir() -> Path:
     return Path.home() / ".local" / "state" / "earshot"
 
 
+def runtime_dir() -> Path:
+    """Volatile runtime files (the status file): $EARSHOT_RUNTIME_DIR, systemd's $RUNTIME_DIRECTORY,
+    else the state directory."""
+    d = os.environ.get("EARSHOT_RUNTIME_DIR") or os.environ.get("RUNTIME_DIRECTORY")
+    return Path(d.split(":")[0]) if d else state_dir()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def _stored_secret(directory: Path, name: str) -> str:
     """A random secret kept in a 0600 file, created on first use; the same on every start."""
     path = directory / name

@@ -80,3 +80,23 @@ def test_broken_config_at_start_exits_with_ex_config(tmp_path):
                        env=dict(os.environ, EARSHOT_STATE_DIR=str(tmp_path / "s")))
     assert r.returncode == 78
     assert f"{cfg}:2: sip.listen: must be a string (got 5060)" in r.stderr
+
+
+def test_good_reload_publishes_the_new_config_in_the_status_file(tmp_path):
+    import json
+    from firmware.config import file_sha256
+    cfg = tmp_path / "earshot.toml"
+    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\n[control]\npassword = "pw"\n')
+    app = Running(tmp_path, "--config", str(cfg))
+    app.wait_notify("READY=1")
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert status["state"] == "ready" and status["config_sha256"] == file_sha256(cfg)
+    assert status["pid"] == app.proc.pid
+    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\ndomain = "changed.example"\n[control]\npassword = "pw"\n')
+    app.proc.send_signal(signal.SIGHUP)
+    app.wait_notify("RELOADING=1")
+    app.wait_notify("READY=1")
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert status["state"] == "ready" and status["config_sha256"] == file_sha256(cfg)
+    rc, out = app.stop()
+    assert rc == 0 and "reload: applied" in out
