@@ -19,6 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate an earshot.toml and print what is wrong")
     check.add_argument("file")
     check.add_argument("--show", action="store_true", help="print the parsed config (secrets redacted)")
+    prov = sub.add_parser("provision", help="apply earshot.toml from a USB stick partition or a directory")
+    prov.add_argument("target", help="a block device (/dev/sda1) or a directory holding earshot.toml")
+    prov.add_argument("--config-dir", help="where to install it (default: $CONFIGURATION_DIRECTORY, "
+                                           "else /etc/earshot)")
+    prov.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the service (default 30)")
     args = parser.parse_args(argv)
 
     if args.cmd == "check-config":
@@ -32,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(cfgmod.redacted(cfg), indent=2))
         print(f"{args.file}: OK ({len(cfg.users)} users, {len(cfg.gateways)} gateways)")
         return 0
+
+    if args.cmd == "provision":
+        from firmware import app, provision
+        app.setup_logging("info")
+        return provision.main(args.target, config_dir=provision.default_config_dir(args.config_dir),
+                              timeout=args.timeout)
 
     from firmware import app
     return app.main(args.config, args.log_level)

@@ -79,8 +79,11 @@ class Appliance:
     async def reload(self) -> None:
         """Apply a changed config file; a bad one is rejected whole and the running one stays."""
         if self.config_path is None:
-            log.info("reload: running on the embedded default, nothing to re-read")
-            return
+            # the first provisioning of an appliance on its embedded default lands here
+            self.config_path = find_config(None)
+            if self.config_path is None:
+                log.info("reload: no config file anywhere, staying on the embedded default")
+                return
         sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             new = cfgmod.load(self.config_path)
