@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Earshot's single entry point: ./build.sh {run|test|bench|build|clean} [args…]
+# Earshot's single entry point: ./build.sh {run|test|bench|build|dist|install|clean} [args…]
 # Every subcommand sets up what it needs on a fresh Debian 12 / Raspberry Pi OS machine:
 # apt packages (installed when root, otherwise the exact command is printed), a .venv, the Cython build.
 set -euo pipefail
@@ -10,6 +10,8 @@ PY="$VENV/bin/python"
 
 # Debian packages, by purpose. Build: compiler, headers, DSP libraries the media core links.
 APT_BUILD="build-essential pkg-config python3-dev python3-venv libspandsp-dev libsoxr-dev"
+# On the appliance: the runtime libraries (dist/install build the wheel on the target itself).
+APT_PI="portaudio19-dev"
 # Tests: real peers and signal tools (see docs/testing.md).
 APT_TEST="espeak-ng sox libsox-fmt-all baresip baresip-core sip-tester kamailio kamailio-extra-modules"
 
@@ -69,6 +71,55 @@ build_ext() {
 
 setup_build() { need_apt $APT_BUILD; venv; build_ext; }
 
+dist() {
+    # A wheel (with the compiled media core for this machine's architecture) plus the units.
+    setup_build
+    rm -rf dist && mkdir -p dist
+    "$PY" -m pip wheel -q --no-deps --no-build-isolation -w dist . >&2
+    tar -C systemd -czf dist/earshot-systemd.tar.gz .
+    ls dist
+}
+
+on_pi() { grep -qs "Raspberry Pi" /proc/device-tree/model; }
+
+gpio_package() {
+    # RPi.GPIO's edge detection fails on the Pi 5 and on kernels >= 6.6 (the gpiochip character
+    # device replaced sysfs); rpi-lgpio provides the same module there.
+    local k; k=$(uname -r | awk -F. '{ printf "%d%03d", $1, $2 }')
+    if grep -qs "Raspberry Pi 5" /proc/device-tree/model || [ "$k" -ge 6006 ]; then echo rpi-lgpio
+    else echo RPi.GPIO; fi
+}
+
+install_appliance() {
+    # ./build.sh install [--root DIR]: with --root, lay the files out under DIR (packaging, tests)
+    # and touch nothing of the running system.
+    local root=""
+    if [ "${1:-}" = "--root" ]; then root=$(realpath -m "$2"); shift 2; fi
+    if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then log "install needs root (or --root DIR)"; exit 1; fi
+    local wheel; wheel=$(dist | grep '\.whl$' | head -1)
+    local opt="$root/opt/earshot"
+    mkdir -p "$opt" "$root/etc/systemd/system" "$root/etc/udev/rules.d" \
+             "$root/usr/lib/tmpfiles.d" "$root/usr/lib/sysusers.d" "$root/etc/earshot"
+    [ -x "$opt/venv/bin/python" ] || "$(pick_python)" -m venv "$opt/venv"
+    "$opt/venv/bin/python" -m pip install -q --upgrade --force-reinstall --no-deps "dist/$wheel"
+    if on_pi; then
+        need_apt $APT_PI
+        "$opt/venv/bin/python" -m pip install -q pyaudio "$(gpio_package)"
+    fi
+    cp README.md "$opt/"
+    install -m 0644 systemd/earshot.service systemd/earshot-provision@.service "$root/etc/systemd/system/"
+    install -m 0644 systemd/90-earshot-provision.rules systemd/91-earshot-hidraw.rules "$root/etc/udev/rules.d/"
+    install -m 0644 systemd/earshot.tmpfiles "$root/usr/lib/tmpfiles.d/earshot.conf"
+    install -m 0644 systemd/earshot.sysusers "$root/usr/lib/sysusers.d/earshot.conf"
+    if [ -n "$root" ]; then log "installed under $root"; return 0; fi
+    systemd-sysusers /usr/lib/sysusers.d/earshot.conf
+    systemd-tmpfiles --create /usr/lib/tmpfiles.d/earshot.conf
+    udevadm control --reload-rules || true
+    systemctl daemon-reload
+    systemctl enable --now earshot.service
+    log "installed; status: systemctl status earshot; logs: journalctl -u earshot"
+}
+
 cmd=${1:-help}; shift || true
 case "$cmd" in
     build)
@@ -83,9 +134,13 @@ case "$cmd" in
     bench)
         setup_build
         exec "$PY" -m tests.bench "$@" ;;
+    dist)
+        dist ;;
+    install)
+        install_appliance "$@" ;;
     clean)
         rm -rf build "$VENV" cython_mixer/*.c cython_mixer/*.so *.egg-info ;;
     *)
-        echo "usage: ./build.sh {run|test|bench|build|clean} [args…]" >&2
+        echo "usage: ./build.sh {run|test|bench|build|dist|install [--root DIR]|clean} [args…]" >&2
         [ "$cmd" = help ] || exit 2 ;;
 esac
