@@ -1,0 +1,1 @@
+"""SIP signalling: messages and URIs, transport, transactions, dialogs, auth, registrar, user agent."""
