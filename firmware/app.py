@@ -20,6 +20,7 @@ from pathlib import Path
 
 from firmware import config as cfgmod
 from firmware import sdnotify
+from firmware.sip.service import SipService
 
 log = logging.getLogger("earshot")
 
@@ -41,12 +42,13 @@ def load_config(path: Path | None) -> cfgmod.Config:
     return cfgmod.load(path) if path else cfgmod.embedded_default()
 
 
-def write_status(state: str, cfg: cfgmod.Config, config_path: Path | None, detail: str = "") -> None:
+def write_status(state: str, cfg: cfgmod.Config, config_path: Path | None, detail: str = "",
+                 sip_port: int | None = None) -> None:
     """Publish what is running in ``<runtime dir>/status.json`` (atomically), so the provisioning
     tool can tell that a reload took effect: it compares ``config_sha256`` with the file it wrote."""
     d = cfgmod.runtime_dir()
     d.mkdir(parents=True, exist_ok=True)
-    status = {"pid": os.getpid(), "state": state, "config": cfg.source, "detail": detail,
+    status = {"pid": os.getpid(), "state": state, "config": cfg.source, "detail": detail, "sip_port": sip_port,
               "config_sha256": cfgmod.file_sha256(config_path) if config_path and config_path.is_file() else ""}
     tmp = d / f".status.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(status))
@@ -60,6 +62,10 @@ class Appliance:
         self.cfg = cfg
         self.config_path = config_path
         self.stopping = asyncio.Event()
+        self.sip = SipService(lambda: self.cfg)
+
+    def status(self, state: str, detail: str = "", config_path: Path | None = None) -> None:
+        write_status(state, self.cfg, config_path, detail, self.sip.port)
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -67,8 +73,8 @@ class Appliance:
         if cfg.source == "<embedded default>":
             log.info("embedded default: demo users %s; their passwords are in %s/demo-<id>.secret",
                      ", ".join(u.id for u in cfg.users), cfgmod.state_dir())
-        log.info("SIP domain %s, listen %s (udp, tcp), RTP ports %s",
-                 cfg.sip.domain, cfg.sip.listen, cfg.sip.rtp_ports)
+        await self.sip.start()
+        log.info("RTP ports %s", cfg.sip.rtp_ports)
         log.info("users: %s", ", ".join(f"{u.id}{' (may eavesdrop)' if u.may_eavesdrop else ''}"
                                          for u in cfg.users) or "none")
         for g in cfg.gateways:
@@ -90,16 +96,25 @@ class Appliance:
         except cfgmod.ConfigError as exc:
             for line in exc.lines():
                 log.error("reload rejected: %s", line)
-            write_status("reload-rejected", self.cfg, None, exc.lines()[0])
+            self.status("reload-rejected", exc.lines()[0])
             sdnotify.notify("READY=1", "STATUS=serving (reload rejected)")
             return
-        self.cfg = new
-        log.info("reload: applied %s", new.source)
-        write_status("ready", self.cfg, self.config_path)
+        old, self.cfg = self.cfg, new
+        self.sip.reloaded(old, new)
+        log.info("reload: applied %s (users take effect now)", new.source)
+        later = self.sip.restart_needed(new)
+        if later:
+            log.warning("reload: %s changed; that takes a restart (systemctl restart earshot)", ", ".join(later))
+        self.status("ready", config_path=self.config_path)
         sdnotify.notify("READY=1", "STATUS=serving")
 
     async def stop(self) -> None:
         log.info("stopping")
+        await self.sip.stop()
+
+
+class StartupFailed(Exception):
+    """A service could not start; the reason is already logged."""
 
 
 async def _watchdog(interval: float) -> None:
@@ -120,8 +135,14 @@ async def serve(app: Appliance) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, app.stopping.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
-    await app.start()
-    write_status("ready", app.cfg, app.config_path)
+    try:
+        await app.start()
+    except OSError as exc:  # a port in use, an address not on this host: say which, and leave
+        log.error("cannot start: %s (listen %s; is another Earshot or a PBX using it?)",
+                  exc.strerror or exc, app.cfg.sip.listen)
+        await app.stop()
+        raise StartupFailed from None
+    app.status("ready", config_path=app.config_path)
     sdnotify.notify("READY=1", "STATUS=serving")
     log.info("ready (Ctrl-C or SIGTERM stops)")
     interval = sdnotify.watchdog_interval()
@@ -156,5 +177,7 @@ def main(config_path: str | None = None, log_level: str | None = None) -> int:
         asyncio.run(serve(Appliance(cfg, path)))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         pass
+    except StartupFailed:
+        return 1
     log.info("stopped")
     return 0

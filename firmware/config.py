@@ -46,6 +46,7 @@ class SipConfig:
     domain: str = "earshot.local"
     rtp_ports: str = "16384-16999"
     external_address: str = ""
+    digest_algorithms: tuple[str, ...] = ("MD5",)  # add "SHA-256" (RFC 8760) for phones that support it
 
     @property
     def listen_host(self) -> str:
@@ -277,6 +278,9 @@ def _validate(cfg: Config, loc: _Locator, problems: list[tuple[int | None, str, 
             split_hostport(cfg.sip.listen, 5060, allow_any_port=True)
         except ValueError as exc:
             bad("sip", key, str(exc))
+    algos = cfg.sip.digest_algorithms
+    if not algos or any(a not in ("MD5", "SHA-256") for a in algos) or len(set(algos)) != len(algos):
+        bad("sip", "digest_algorithms", f"must list \"MD5\" and/or \"SHA-256\" once each (got {list(algos)})")
     m = re.fullmatch(r"(\d+)-(\d+)", cfg.sip.rtp_ports)
     if not m or not (1024 <= int(m.group(1)) < int(m.group(2)) <= 65535):
         bad("sip", "rtp_ports", f"must be LOW-HIGH within 1024-65535 (got {cfg.sip.rtp_ports!r})")

@@ -49,6 +49,18 @@ class DigestError(ValueError):
         super().__init__(reason)
 
 
+def _user_key(source: str, username: str) -> str:
+    return f"{source}\x00{username}"
+
+
+def _claimed_user(header_value: str) -> str | None:
+    """The username an Authorization value claims (unverified), for keying the back-off."""
+    try:
+        return parse_auth_header(header_value)[1].get("username")
+    except DigestError:
+        return None
+
+
 def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
     """Split ``Digest a=b, c="d"`` into (scheme, params). Param names are lower-cased;
     quoted strings are unescaped; commas inside quotes are data. Raises DigestError."""
@@ -194,7 +206,8 @@ class DigestServer:
                  nonce_ttl: float = 300.0, algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
                  clock: Callable[[], float] = time.monotonic, max_failures: int = 5,
                  backoff_base: float = 1.0, backoff_max: float = 60.0,
-                 max_nonces: int = 4096, max_sources: int = 4096) -> None:
+                 max_nonces: int = 4096, max_sources: int = 4096,
+                 max_source_failures: int | None = None) -> None:
         if not realm or '"' in realm or "\\" in realm or any(ch < " " for ch in realm):
             raise ValueError("realm must be non-empty printable text without quotes or backslashes")
         if not isinstance(secret, (bytes, bytearray)) or len(secret) < 16:
@@ -213,6 +226,10 @@ class DigestServer:
         self._ttl_ms = int(nonce_ttl * 1000)
         self._clock = clock
         self._max_failures = max_failures
+        # Back-off is kept per (address, user) so one phone with a stale password cannot lock out
+        # the other phones behind the same NAT address; a coarser per-address budget still stops
+        # password spraying across many user names.
+        self._max_source_failures = max_source_failures or 10 * max_failures
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._max_nonces = max_nonces
@@ -285,21 +302,34 @@ class DigestServer:
 
     # --- back-off ---
 
-    def blocked(self, source: str) -> float:
-        """Seconds this source must still wait before its credentials are checked again."""
-        rec = self._sources.get(source)
-        if rec is None or rec[0] < self._max_failures:
+    def blocked(self, source: str, username: str | None = None) -> float:
+        """Seconds before credentials for ``username`` from ``source`` are checked again
+        (without a user name: the address-wide budget only)."""
+        wait = self._wait(source, self._max_source_failures)
+        if username is not None:
+            wait = max(wait, self._wait(_user_key(source, username), self._max_failures))
+        return wait
+
+    def reset_backoff(self) -> None:
+        """Forget every failure: after the users or passwords change, earlier failures say
+        nothing about the new credentials (a phone refused a minute ago may be right now)."""
+        self._sources.clear()
+
+    def _wait(self, key: str, allowed: int) -> float:
+        rec = self._sources.get(key)
+        if rec is None or rec[0] < allowed:
             return 0.0
         failures, last = rec
-        delay = min(self._backoff_max, self._backoff_base * 2.0 ** min(failures - self._max_failures, 64))
+        delay = min(self._backoff_max, self._backoff_base * 2.0 ** min(failures - allowed, 64))
         return max(0.0, last + delay - self._clock())
 
-    def _failed(self, source: str) -> None:
+    def _failed(self, source: str, username: str | None) -> None:
         now = self._clock()
-        failures, last = self._sources.pop(source, (0, now))
-        if now - last > 10 * self._backoff_max:
-            failures = 0  # a long quiet spell forgives old mistakes
-        self._sources[source] = (failures + 1, now)
+        for key in (source, _user_key(source, username or "")):
+            failures, last = self._sources.pop(key, (0, now))
+            if now - last > 10 * self._backoff_max:
+                failures = 0  # a long quiet spell forgives old mistakes
+            self._sources[key] = (failures + 1, now)
         while len(self._sources) > self._max_sources:
             self._sources.popitem(last=False)
 
@@ -308,13 +338,14 @@ class DigestServer:
     def verify(self, method: str, header_value: str, source: str, body: bytes = b"",
                request_uri: str | None = None) -> AuthResult:
         """Check an Authorization / Proxy-Authorization value for a request from ``source``."""
-        if self.blocked(source) > 0:
+        claimed = _claimed_user(header_value)
+        if self.blocked(source, claimed) > 0:
             return AuthResult(False, None, False, "too many failures, backing off")
         result = self._verify(method, header_value, body, request_uri)
         if result.ok:
-            self._sources.pop(source, None)
+            self._sources.pop(_user_key(source, claimed or ""), None)
         elif not result.stale:
-            self._failed(source)
+            self._failed(source, claimed)
         return result
 
     def _verify(self, method: str, header_value: str, body: bytes, request_uri: str | None) -> AuthResult:

@@ -132,7 +132,7 @@ class Registrar:
 
     def _authenticate(self, req: Request, source: Target | None, user: str) -> Response | None:
         who = source.host if source is not None else ""
-        wait = self.auth.blocked(who)
+        wait = self.auth.blocked(who, user)
         if wait > 0:
             resp = make_response(req, 403, "Forbidden")
             resp.headers.set("Retry-After", str(int(wait + 0.999)))

@@ -10,40 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.appliance import Appliance
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Running:
-    """The appliance as a child process, with its sd_notify socket and its log."""
-
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(tmp_path / "notify.sock"))
-        self.notify.settimeout(0.5)
-        env = dict(os.environ, EARSHOT_STATE_DIR=str(tmp_path / "state"),
-                   NOTIFY_SOCKET=str(tmp_path / "notify.sock"), PYTHONUNBUFFERED="1")
-        env.pop("EARSHOT_CONFIG", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "firmware", "run", *args], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    def wait_notify(self, what: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.notify.recv(4096).decode()
-            except TimeoutError:  # the short socket timeout lets us notice a process that died
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"exited with {self.proc.returncode}: {self.proc.stdout.read()}")
-                continue
-            if what in msg.split("\n"):
-                return msg
-        raise AssertionError(f"no {what} within {timeout}s")
-
-    def stop(self, sig=signal.SIGTERM) -> tuple[int, str]:
-        self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=60)
-        self.notify.close()
-        return self.proc.returncode, out
+def Running(tmp_path: Path, *args: str) -> Appliance:
+    return Appliance(tmp_path, *args)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -100,3 +73,21 @@ def test_good_reload_publishes_the_new_config_in_the_status_file(tmp_path):
     assert status["state"] == "ready" and status["config_sha256"] == file_sha256(cfg)
     rc, out = app.stop()
     assert rc == 0 and "reload: applied" in out
+
+
+def test_port_in_use_is_a_clear_error_not_a_traceback(tmp_path):
+    import socket as s
+    busy = s.socket(s.AF_INET, s.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    cfg = tmp_path / "earshot.toml"
+    cfg.write_text(f'[sip]\nlisten = "127.0.0.1:{port}"\n[control]\npassword = "pw"\n')
+    try:
+        r = subprocess.run([sys.executable, "-m", "firmware", "run", "--config", str(cfg)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, EARSHOT_STATE_DIR=str(tmp_path / "s")))
+    finally:
+        busy.close()
+    assert r.returncode == 1
+    assert f"cannot start: Address already in use (listen 127.0.0.1:{port}" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -55,7 +55,7 @@ def test_unknown_key_is_an_error_with_its_line():
         config.parse(text, "stick/earshot.toml")
     line = text.splitlines().index('domian = "earshot.local"') + 1
     assert err.value.lines() == [
-        f"stick/earshot.toml:{line}: sip.domian: unknown key (expected one of: listen, domain, rtp_ports, external_address)"]
+        f"stick/earshot.toml:{line}: sip.domian: unknown key (expected one of: listen, domain, rtp_ports, external_address, digest_algorithms)"]
 
 
 def test_every_problem_is_reported_at_once_and_secrets_never_shown():

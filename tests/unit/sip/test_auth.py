@@ -322,24 +322,24 @@ def test_backoff_grows_caps_and_resets_on_success():
     src = "198.51.100.7"
     for _ in range(2):
         assert not login(server, "alice", "guess", source=src).ok
-    assert server.blocked(src) == 0.0
+    assert server.blocked(src, "alice") == 0.0
     assert not login(server, "alice", "guess", source=src).ok
-    assert server.blocked(src) == pytest.approx(1.0)
+    assert server.blocked(src, "alice") == pytest.approx(1.0)
     # While blocked the credentials are not even checked (even correct ones) and nothing grows.
     assert login(server, "alice", "Secr3t", source=src) == AuthResult(False, None, False, "too many failures, backing off")
-    assert server.blocked(src) == pytest.approx(1.0)
+    assert server.blocked(src, "alice") == pytest.approx(1.0)
     delays = []
     for _ in range(4):
-        clock.t += server.blocked(src)
-        assert server.blocked(src) == 0.0
+        clock.t += server.blocked(src, "alice")
+        assert server.blocked(src, "alice") == 0.0
         assert not login(server, "alice", "guess", source=src).ok
-        delays.append(server.blocked(src))
+        delays.append(server.blocked(src, "alice"))
     assert delays == pytest.approx([2.0, 4.0, 4.0, 4.0])
-    assert server.blocked("203.0.113.9") == 0.0  # other sources unaffected
+    assert server.blocked("203.0.113.9", "alice") == 0.0  # other sources unaffected
     clock.t += 4.0
     assert login(server, "alice", "Secr3t", source=src).ok
     assert not login(server, "alice", "guess", source=src).ok
-    assert server.blocked(src) == 0.0  # the count started again
+    assert server.blocked(src, "alice") == 0.0  # the count started again
 
 
 def test_backoff_time_runs_down_with_the_clock():
@@ -347,7 +347,38 @@ def test_backoff_time_runs_down_with_the_clock():
     server = make_server(clock, max_failures=1, backoff_base=2.0, backoff_max=60.0)
     login(server, "bob", "x", source="s")
     clock.t += 0.5
-    assert server.blocked("s") == pytest.approx(1.5)
+    assert server.blocked("s", "bob") == pytest.approx(1.5)
+
+
+def test_one_phone_with_a_wrong_password_does_not_lock_out_its_neighbours():
+    # phones behind one NAT address share a source: bob's stale password must not block alice
+    clock = FakeClock()
+    server = make_server(clock, max_failures=3, max_source_failures=8)
+    src = "198.51.100.7"
+    for _ in range(3):
+        assert not login(server, "bob", "old-password", source=src).ok
+    assert server.blocked(src, "bob") > 0
+    assert server.blocked(src, "alice") == 0.0
+    assert login(server, "alice", "Secr3t", source=src).ok
+
+
+def test_reset_backoff_forgets_failures():
+    server = make_server(FakeClock(), max_failures=1)
+    login(server, "alice", "wrong", source="s")
+    assert server.blocked("s", "alice") > 0
+    server.reset_backoff()
+    assert server.blocked("s", "alice") == 0.0 and login(server, "alice", "Secr3t", source="s").ok
+
+
+def test_spraying_many_user_names_from_one_address_is_slowed_too():
+    clock = FakeClock()
+    server = make_server(clock, max_failures=3, max_source_failures=8)
+    src = "203.0.113.66"
+    for i in range(8):
+        assert not login(server, f"user{i}", "guess", source=src).ok
+    assert server.blocked(src) > 0 and server.blocked(src, "somebody-new") > 0
+    assert login(server, "alice", "Secr3t", source=src).reason == "too many failures, backing off"
+    assert server.blocked("192.0.2.200", "alice") == 0.0
 
 
 def test_source_memory_is_bounded():
