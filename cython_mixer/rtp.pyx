@@ -23,7 +23,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdint cimport int16_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy
 
-from cython_mixer.g711 cimport CODEC_PCMA, CODEC_PCMU, codec_id, decode_table, encode_table
+from cython_mixer.g711 cimport (CODEC_PCMA, CODEC_PCMU, codec_id, decode_sample, decode_table,
+                                 encode_sample, encode_table)
 
 import operator
 
@@ -138,8 +139,8 @@ cdef uint8_t _xlat[2][256]
 cdef void _build_xlat() noexcept nogil:
     cdef int c
     for c in range(256):
-        _xlat[CODEC_PCMU][c] = encode_table(CODEC_PCMA)[<uint16_t>decode_table(CODEC_PCMU)[c]]
-        _xlat[CODEC_PCMA][c] = encode_table(CODEC_PCMU)[<uint16_t>decode_table(CODEC_PCMA)[c]]
+        _xlat[CODEC_PCMU][c] = encode_sample(encode_table(CODEC_PCMA), decode_sample(decode_table(CODEC_PCMU), c))
+        _xlat[CODEC_PCMA][c] = encode_sample(encode_table(CODEC_PCMU), decode_sample(decode_table(CODEC_PCMA), c))
 
 
 _build_xlat()
