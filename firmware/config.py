@@ -404,7 +404,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _stored_secret(directory: Path, name: str) -> str:
+def stored_secret(directory: Path, name: str) -> str:
     """A random secret kept in a 0600 file, created on first use; the same on every start."""
     path = directory / name
     try:
@@ -429,11 +429,11 @@ def embedded_default(directory: Path | None = None) -> Config:
     """
     d = directory or state_dir()
     users = (
-        User("1001", _stored_secret(d, "demo-1001.secret"), "Agent 1001", "sales"),
-        User("1002", _stored_secret(d, "demo-1002.secret"), "Agent 1002", "sales"),
-        User("1000", _stored_secret(d, "demo-1000.secret"), "Supervisor", "", True),
+        User("1001", stored_secret(d, "demo-1001.secret"), "Agent 1001", "sales"),
+        User("1002", stored_secret(d, "demo-1002.secret"), "Agent 1002", "sales"),
+        User("1000", stored_secret(d, "demo-1000.secret"), "Supervisor", "", True),
     )
-    control = ControlConfig(password=_stored_secret(d, "control.secret"))
+    control = ControlConfig(password=stored_secret(d, "control.secret"))
     return Config(users=users, control=control, source="<embedded default>", base_dir=str(d))
 
 
