@@ -13,7 +13,8 @@ APT_BUILD="build-essential pkg-config python3-dev python3-venv libspandsp-dev li
 # On the appliance: the runtime libraries (dist/install build the wheel on the target itself).
 APT_PI="portaudio19-dev"
 # Tests: real peers and signal tools (see docs/testing.md).
-APT_TEST="espeak-ng sox libsox-fmt-all baresip baresip-core sip-tester kamailio kamailio-extra-modules"
+APT_TEST="espeak-ng sox libsox-fmt-all baresip baresip-core sip-tester kamailio kamailio-extra-modules
+          portaudio19-dev libasound2-plugins alsa-utils"
 
 log() { printf '[build] %s\n' "$*" >&2; }
 
@@ -128,7 +129,11 @@ case "$cmd" in
         setup_build
         exec "$PY" -m firmware run "$@" ;;
     test)
-        setup_build; need_apt $APT_TEST
+        # test packages first: pip builds pyaudio against portaudio19-dev
+        need_apt $APT_TEST
+        # MicroPython (wasm, from npm) runs the plain-logic modules; node may come from elsewhere
+        command -v npm >/dev/null 2>&1 || need_apt nodejs npm
+        setup_build
         # -p no:cacheprovider: CI runs on a read-only-minded clean clone; no .pytest_cache litter.
         exec "$PY" -m pytest -p no:cacheprovider tests "$@" ;;
     bench)

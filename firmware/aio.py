@@ -24,15 +24,17 @@ Event = asyncio.Event
 Lock = asyncio.Lock
 CancelledError = asyncio.CancelledError
 TimeoutError = asyncio.TimeoutError  # noqa: A001 - MicroPython's own class; CPython's builtin
-open_connection = asyncio.open_connection
-start_server = asyncio.start_server
+# Ports without sockets (MicroPython's webassembly build) lack streams; the modules that serve
+# TCP fail when they start, the plain-logic modules still import.
+open_connection = getattr(asyncio, "open_connection", None)
+start_server = getattr(asyncio, "start_server", None)
 
 if IS_MICROPYTHON:  # pragma: no cover - exercised under MicroPython only
     import time as _time
 
     sleep_ms = asyncio.sleep_ms
     wait_for_ms = asyncio.wait_for_ms
-    ThreadSafeFlag = asyncio.ThreadSafeFlag
+    ThreadSafeFlag = getattr(asyncio, "ThreadSafeFlag", None)
     ticks_ms = _time.ticks_ms
     ticks_add = _time.ticks_add
     ticks_diff = _time.ticks_diff
