@@ -1,0 +1,188 @@
+"""The SIP endpoint of the switch (FreeSWITCH's mod_sofia in small): SIP calls become channels.
+
+Incoming: an INVITE's offer is checked (malformed SDP → 400, no common codec → 488, no free RTP
+port → 503), an RTP leg answers it, and a channel ``sofia/<profile>/<from user>@<from host>`` runs
+the dialplan. Outgoing: the endpoint factories for ``user/<id>`` (the registrar's contact),
+``sofia/gateway/<gw>/<number>`` (the configured gateway, with its credentials) and
+``sofia/<profile>/<uri>`` place an INVITE with our offer. ``sofia_endpoint.SofiaEndpoint``
+carries each call from there on.
+
+    profile = SofiaProfile(switch, sip, engine)   # sip: anything with .ua and .registrar
+    ua.on_invite = profile.on_invite
+    switch.register_endpoint("user", profile.originate)   # and "gateway", "sofia"
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from firmware import aio
+from firmware.media.engine import MediaEngine
+from firmware.media.ports import PortsExhausted
+from firmware.sip import sdp
+from firmware.sip.ua import IncomingCall
+from firmware.sip.uri import SipUri, UriError
+
+from .channel import Channel, HangupCause
+from .core import DialString, OriginateError, Switch
+from .sofia_endpoint import SofiaEndpoint, offered_direction
+
+log = logging.getLogger(__name__)
+
+CODECS = ("PCMU", "PCMA")
+
+
+def _display(text: str) -> str:
+    """A caller id name safe inside a quoted display name."""
+    return "".join(c for c in text if c not in '"\\\r\n')[:64]
+
+
+class SofiaProfile:
+    """One SIP profile: the UA's calls in and the factories for calls out."""
+
+    def __init__(self, switch: Switch, sip: Any, engine: MediaEngine, name: str = "internal") -> None:
+        self.switch = switch
+        self.sip = sip
+        self.engine = engine
+        self.name = name
+        self._tasks: set = set()
+
+    @property
+    def ua(self):
+        return self.sip.ua
+
+    def background(self, coro: Any) -> None:
+        """Run signalling that nobody waits for (a BYE's transaction). Not a switch task: the
+        switch cancels its tasks when it closes, and the BYEs of that last hangup must still go."""
+        holder: list = []
+
+        async def quietly() -> None:
+            try:
+                await coro
+            except Exception as exc:      # a BYE nobody answers is the peer's problem, not ours
+                log.info("SIP signalling after hangup failed: %r", exc)
+            finally:
+                if holder:
+                    self._tasks.discard(holder[0])
+
+        task = aio.create_task(quietly())
+        holder.append(task)
+        self._tasks.add(task)
+
+    # --- incoming ---------------------------------------------------------------------------------
+
+    async def on_invite(self, call: IncomingCall) -> None:
+        """A new INVITE: an RTP leg, a channel, the dialplan (or a clean refusal)."""
+        if not call.remote_sdp:
+            # delayed offer is not supported yet: say so instead of answering without media
+            call.reject(488, "Not Acceptable Here (SDP offer required)")
+            return
+        try:
+            offer = sdp.parse(call.remote_sdp)
+        except sdp.SdpError as exc:
+            log.warning("INVITE %s: malformed SDP: %s", call.call_id, exc)
+            call.reject(400, f"Bad Request (malformed SDP, {exc})"[:100])
+            return
+        try:
+            leg = await self.engine.open_rtp_leg()
+        except PortsExhausted as exc:
+            log.error("INVITE %s refused: %s", call.call_id, exc)
+            if call.state == "early":
+                call.reject(503, "Service Unavailable (no RTP port)")
+            return
+        if call.state != "early":       # CANCEL while the leg was opening
+            leg.close()
+            return
+        try:
+            answer, negotiated = sdp.negotiate(offer, self.engine.advertised_ip, leg.local_port)
+        except ValueError as exc:       # NoCommonCodec, or an offer we cannot read as audio
+            log.warning("INVITE %s: %s", call.call_id, exc)
+            leg.close()
+            call.reject(488, "Not Acceptable Here")
+            return
+        frm, to = call.from_.uri, call.invite.uri
+        from_user = getattr(frm, "user", None) or "anonymous"
+        from_host = getattr(frm, "host", "") or call.source.host
+        dest = getattr(to, "user", None) or getattr(call.to.uri, "user", None) or ""
+        name = f"sofia/{self.name}/{from_user}@{from_host}"
+        ep = SofiaEndpoint(self, leg, name)
+        ep.session_id = int(answer.origin.session_id)
+        ep.local_sd = answer
+        ep.remote_direction = offered_direction(offer)
+        ep.use(negotiated)
+        variables = {
+            "caller_id_name": call.from_.display or from_user, "caller_id_number": from_user,
+            "destination_number": dest, "network_addr": call.source.host,
+            "network_port": str(call.source.port), "sip_call_id": call.call_id,
+            "sip_from_user": from_user, "sip_from_host": from_host, "sip_req_user": dest,
+            "sip_to_user": getattr(call.to.uri, "user", None) or dest,
+            "sip_user_agent": call.invite.headers.get("User-Agent") or "",
+            "read_codec": negotiated.codec, "write_codec": negotiated.codec,
+        }
+        if call.auth_user:
+            variables["user_name"] = call.auth_user
+            variables["sip_authorized"] = "true"
+        ch = self.switch.new_channel(ep, name=name, direction="inbound", **variables)
+        ep.bind(call)
+        log.info("%s: INVITE for %s (%s, RTP %d)", name, dest, negotiated.codec, leg.local_port)
+        self.switch.start(ch)
+
+    # --- outgoing ---------------------------------------------------------------------------------
+
+    def _route(self, dial: DialString) -> tuple[str, Any, Any, str]:
+        """(request URI, target or None, credentials or None, channel name) for a dial string."""
+        if dial.kind == "user":
+            contacts = self.sip.registrar.lookup(dial.user)
+            if not contacts:
+                raise OriginateError(HangupCause.USER_NOT_REGISTERED, f"user {dial.user} is not registered")
+            contact = contacts[0]
+            host = getattr(contact.uri, "host", "")
+            return str(contact.uri), contact.target, None, f"sofia/{self.name}/{dial.user}@{host}"
+        if dial.kind == "gateway":
+            gw = self.switch.config.gateway(dial.gateway)
+            if gw is None:
+                raise OriginateError(HangupCause.INVALID_GATEWAY, f"no such gateway {dial.gateway}")
+            auth = (gw.username or gw.name, gw.password) if gw.password else None
+            return f"sip:{dial.number}@{gw.host}", None, auth, f"sofia/gateway/{gw.name}/{dial.number}"
+        if dial.kind == "sofia":
+            uri = dial.uri if dial.uri.startswith(("sip:", "sips:")) else "sip:" + dial.uri
+            return uri, None, None, f"sofia/{dial.profile}/{dial.uri}"
+        raise OriginateError(HangupCause.CHAN_NOT_IMPLEMENTED, f"the SIP endpoint cannot call {dial}")
+
+    async def originate(self, sw: Switch, dial: DialString, variables: dict, a_leg: Channel | None) -> Channel:
+        """The endpoint factory: an outbound channel whose INVITE is on its way."""
+        if self.ua is None:
+            raise OriginateError(HangupCause.DESTINATION_OUT_OF_ORDER, "SIP is not running")
+        uri, target, auth, name = self._route(dial)
+        try:
+            SipUri.parse(uri)
+        except UriError as exc:
+            raise OriginateError(HangupCause.INVALID_URL, f"{uri}: {exc}") from None
+        try:
+            leg = await self.engine.open_rtp_leg()
+        except PortsExhausted as exc:
+            raise OriginateError(HangupCause.SWITCH_CONGESTION, str(exc)) from None
+        codecs = CODECS
+        a_media = a_leg.endpoint.media if a_leg is not None else None
+        if getattr(a_media, "codec", None) == "PCMA":
+            codecs = ("PCMA", "PCMU")       # the caller's codec first: no transcoding if the callee can
+        ep = SofiaEndpoint(self, leg, name)
+        ep.a_leg = a_leg
+        ep.local_sd = sdp.make_offer(self.engine.advertised_ip, leg.local_port, codecs=codecs,
+                                     session_id=ep.session_id, version=ep.version)
+        number = dial.number or dial.user or uri
+        ch = sw.new_channel(ep, name=name, direction="outbound",
+                            **dict(variables, destination_number=number, sip_req_uri=uri))
+        cid_number = variables.get("caller_id_number") or "earshot"
+        cid_name = variables.get("caller_id_name") or ""
+        try:
+            call = await self.ua.call(uri, ep.sdp_bytes, from_user=cid_number.replace("@", ""),
+                                      display=_display(cid_name) or None, auth=auth, target=target)
+        except Exception as exc:      # unresolvable host, socket error
+            ch.remote_hangup(HangupCause.NETWORK_OUT_OF_ORDER)
+            leg.close()
+            raise OriginateError(HangupCause.NETWORK_OUT_OF_ORDER, f"{uri}: {exc}") from None
+        ep.bind(call)
+        ch.set_variable("sip_call_id", call.call_id)
+        log.info("%s: INVITE %s", name, uri)
+        return ch
