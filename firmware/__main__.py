@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate an earshot.toml and print what is wrong")
     check.add_argument("file")
     check.add_argument("--show", action="store_true", help="print the parsed config (secrets redacted)")
+    audit = sub.add_parser("audit", help="print the eavesdrop audit log")
+    audit.add_argument("file", nargs="?", help="audit log (default: [log] audit_file or <state dir>/audit.log)")
     prov = sub.add_parser("provision", help="apply earshot.toml from a USB stick partition or a directory")
     prov.add_argument("target", help="a block device (/dev/sda1) or a directory holding earshot.toml")
     prov.add_argument("--config-dir", help="where to install it (default: $CONFIGURATION_DIRECTORY, "
@@ -37,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(cfgmod.redacted(cfg), indent=2))
         print(f"{args.file}: OK ({len(cfg.users)} users, {len(cfg.gateways)} gateways)")
         return 0
+
+    if args.cmd == "audit":
+        from firmware import audit as auditmod
+        return auditmod.main([args.file] if args.file else [])
 
     if args.cmd == "provision":
         from firmware import app, provision
