@@ -20,7 +20,14 @@ from pathlib import Path
 
 from firmware import config as cfgmod
 from firmware import sdnotify
+from firmware.control import ControlServer
+from firmware.devices import Devices
+from firmware.media.engine import MediaEngine, advertised_address
+from firmware.media.tap import TapHub
 from firmware.sip.service import SipService
+from firmware.switch import Db, Switch
+from firmware.switch import eavesdrop_app
+from firmware.switch.wiring import attach
 
 log = logging.getLogger("earshot")
 
@@ -63,6 +70,10 @@ class Appliance:
         self.config_path = config_path
         self.stopping = asyncio.Event()
         self.sip = SipService(lambda: self.cfg)
+        self.switch: Switch | None = None
+        self.media: MediaEngine | None = None
+        self.control: ControlServer | None = None
+        self.devices: Devices | None = None
 
     def status(self, state: str, detail: str = "", config_path: Path | None = None) -> None:
         write_status(state, self.cfg, config_path, detail, self.sip.port)
@@ -70,26 +81,53 @@ class Appliance:
     async def start(self) -> None:
         cfg = self.cfg
         log.info("config: %s", cfg.source)
+        state = cfgmod.state_dir()
+        state.mkdir(parents=True, exist_ok=True)
         if cfg.source == "<embedded default>":
-            log.info("embedded default: demo users %s; their passwords are in %s/demo-<id>.secret",
-                     ", ".join(u.id for u in cfg.users), cfgmod.state_dir())
-        await self.sip.start()
-        log.info("RTP ports %s", cfg.sip.rtp_ports)
+            log.info("embedded default: demo users %s; their passwords are in %s/demo-<id>.secret, "
+                     "the control socket's in %s/control.secret",
+                     ", ".join(u.id for u in cfg.users), state, state)
+        # the switch, its media and eavesdrop exist before SIP listens, so no call is refused
+        self.switch = Switch(cfg, db=Db(state / "earshot.db"))
+        if cfg.dialplan.file:
+            self.switch.dialplan.reload(cfg.resolve(cfg.dialplan.file))
+        host = cfg.sip.listen_host
+        self.media = MediaEngine(cfg.sip.rtp_ports, host, advertised_address(host, cfg.sip.external_address))
+        await self.media.start()
+        attach(self.switch, self.sip, self.media)
+        eavesdrop_app.register(self.switch, TapHub(self.media.clock))
+        await _listening("SIP", cfg.sip.listen, self.sip.start())
+        self.control = ControlServer(self.switch, lambda: self.cfg, reload=self.reload)
+        await _listening("control socket", cfg.control.listen, self.control.start())
+        log.info("RTP ports %s, announced as %s", cfg.sip.rtp_ports, self.media.advertised_ip)
         log.info("users: %s", ", ".join(f"{u.id}{' (may eavesdrop)' if u.may_eavesdrop else ''}"
                                          for u in cfg.users) or "none")
         for g in cfg.gateways:
             log.info("gateway %s → %s%s", g.name, g.host, " (registering)" if g.register else "")
+        self.devices = Devices(cfg, self.switch, self.media.clock, stop=self.stopping.set,
+                               status=lambda: {"registrations": len(self.sip.registrar.users()),
+                                               "gateways": dict(self.sip.gateway_states)})
+        self.sip.on_gateway_state = self.devices.gateway_state
+        await self.devices.start()
+        self.devices.sip_up(True)
         log.info("panel: %s backend; handset: %s, off-hook dials %s",
                  cfg.panel.backend, cfg.handset.device or "simulated", cfg.handset.destination)
+        if cfg.users:
+            log.info("softphones: register each as <id>@%s at %s:%d (UDP or TCP) with its password, then "
+                     "dial another id (%s); 9196 echoes, 9197 plays a tone; a user allowed to eavesdrop "
+                     "dials 88<id> to listen to that user's call, 779 for every call in its group",
+                     cfg.sip.domain, self.media.advertised_ip, self.sip.port,
+                     ", ".join(u.id for u in cfg.users))
 
-    async def reload(self) -> None:
-        """Apply a changed config file; a bad one is rejected whole and the running one stays."""
+    async def reload(self) -> str | None:
+        """Apply a changed config file; a bad one is rejected whole and the running one stays.
+        Returns "-ERR <reason>" when rejected (the control socket's ``reloadxml`` shows it)."""
         if self.config_path is None:
             # the first provisioning of an appliance on its embedded default lands here
             self.config_path = find_config(None)
             if self.config_path is None:
                 log.info("reload: no config file anywhere, staying on the embedded default")
-                return
+                return None
         sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             new = cfgmod.load(self.config_path)
@@ -98,19 +136,43 @@ class Appliance:
                 log.error("reload rejected: %s", line)
             self.status("reload-rejected", exc.lines()[0])
             sdnotify.notify("READY=1", "STATUS=serving (reload rejected)")
-            return
+            return f"-ERR {exc.lines()[0]}"
         old, self.cfg = self.cfg, new
         self.sip.reloaded(old, new)
+        if self.switch is not None:
+            self.switch.apply_config(new)
+            if not self.switch.dialplan.reload(new.resolve(new.dialplan.file) if new.dialplan.file else None):
+                log.error("reload: dialplan rejected; the previous dialplan stays in force")
         log.info("reload: applied %s (users take effect now)", new.source)
         later = self.sip.restart_needed(new)
         if later:
             log.warning("reload: %s changed; that takes a restart (systemctl restart earshot)", ", ".join(later))
         self.status("ready", config_path=self.config_path)
         sdnotify.notify("READY=1", "STATUS=serving")
+        return None
 
     async def stop(self) -> None:
         log.info("stopping")
+        if self.devices is not None:
+            await self.devices.stop()
+        if self.control is not None:
+            await self.control.stop()
+        if self.switch is not None:
+            await self.switch.close()  # BYEs and final responses go out before SIP stops
+        if self.media is not None:
+            await self.media.stop()
         await self.sip.stop()
+
+
+async def _listening(what: str, address: str, starting) -> None:
+    """Start a listener; a port in use or an address not on this host ends the start with a
+    message that names the service and the config key."""
+    try:
+        await starting
+    except OSError as exc:
+        log.error("cannot start the %s: %s (listen %s; is another Earshot or a PBX using it?)",
+                  what, exc.strerror or exc, address)
+        raise StartupFailed from None
 
 
 class StartupFailed(Exception):
@@ -137,11 +199,9 @@ async def serve(app: Appliance) -> None:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await app.start()
-    except OSError as exc:  # a port in use, an address not on this host: say which, and leave
-        log.error("cannot start: %s (listen %s; is another Earshot or a PBX using it?)",
-                  exc.strerror or exc, app.cfg.sip.listen)
+    except StartupFailed:
         await app.stop()
-        raise StartupFailed from None
+        raise
     app.status("ready", config_path=app.config_path)
     sdnotify.notify("READY=1", "STATUS=serving")
     log.info("ready (Ctrl-C or SIGTERM stops)")

@@ -47,6 +47,9 @@ class SipService:
         self.gateways: dict[str, GatewayRegistration] = {}
         self.gateway_states: dict[str, str] = {}
         self.on_gateway_state: Callable[[str, str], None] | None = None
+        # What answers an incoming INVITE: the switch installs its SIP profile here
+        # (firmware/switch/wiring.py); until then every call is refused cleanly.
+        self.on_invite: Callable = self._no_switch_yet
 
     def _password(self, user: str) -> str | None:
         return self._config().password_for(user)
@@ -61,7 +64,7 @@ class SipService:
         trusted = {split_hostport(g.host, 5060)[0] for g in cfg.gateways}
         self.ua = UserAgent(self.transport, domain=cfg.sip.domain, digest_server=self.auth,
                             registrar=self.registrar, trusted_hosts=trusted)
-        self.ua.on_invite = self._no_switch_yet
+        self.ua.on_invite = self.on_invite
         self.registrar.on_change = lambda user, contacts: log.info(
             "registration: %s has %d contact(s)", user, len(contacts))
         log.info("SIP listening on %s:%d (udp, tcp), domain %s",
@@ -83,7 +86,6 @@ class SipService:
 
     @staticmethod
     def _no_switch_yet(call) -> None:
-        # Until a switch sits on the UA every call is refused cleanly (the switch replaces this).
         call.reject(480, "Temporarily Unavailable")
 
     def reloaded(self, old: Config, new: Config) -> None:

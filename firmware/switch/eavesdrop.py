@@ -329,6 +329,7 @@ class Eavesdrop:
         token = self.sw.events.subscribe(("CHANNEL_HANGUP", "CHANNEL_UNBRIDGE"), on_event)
         pump = ch.spawn(self._digits(ch, s)) if opts.enable_dtmf else None
         self._announce(s, SUBCLASS_START, "MEDIA_BUG_START")
+        log.info("%s: eavesdrop on %s started in mode %d", ch.name, target.uuid, s.mode)
         reason = None
         try:
             if not target.up:

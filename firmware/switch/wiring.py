@@ -54,9 +54,7 @@ def attach(switch: Switch, sip_service: Any, media_engine: MediaEngine, profile:
 
     switch.bridge_hooks.append(bridge)
     switch.unbridge_hooks.append(unbridge)
-    # SipService.start() installs its refusing handler on the UA it creates; ours must win both
-    # before start (the instance attribute shadows the static method) and after it (the UA exists).
-    sip_service._no_switch_yet = sofia.on_invite
-    if getattr(sip_service, "ua", None) is not None:
+    sip_service.on_invite = sofia.on_invite  # used when the UA is created
+    if getattr(sip_service, "ua", None) is not None:  # already listening
         sip_service.ua.on_invite = sofia.on_invite
     return sofia

@@ -21,6 +21,7 @@ USERS = """
 listen = "127.0.0.1:0"
 domain = "127.0.0.1"
 [control]
+listen = "127.0.0.1:0"
 password = "pw"
 [[users]]
 id = "1001"

@@ -34,7 +34,7 @@ def test_run_on_embedded_default_is_ready_then_stops_cleanly(tmp_path, sig):
 
 def test_reload_rejects_a_broken_file_and_keeps_running(tmp_path):
     cfg = tmp_path / "earshot.toml"
-    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\n[control]\npassword = "pw"\n')
+    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\n[control]\nlisten = "127.0.0.1:0"\npassword = "pw"\n')
     app = Running(tmp_path, "--config", str(cfg))
     app.wait_notify("READY=1")
     cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\nbogus = 1\n')
@@ -59,13 +59,13 @@ def test_good_reload_publishes_the_new_config_in_the_status_file(tmp_path):
     import json
     from firmware.config import file_sha256
     cfg = tmp_path / "earshot.toml"
-    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\n[control]\npassword = "pw"\n')
+    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\n[control]\nlisten = "127.0.0.1:0"\npassword = "pw"\n')
     app = Running(tmp_path, "--config", str(cfg))
     app.wait_notify("READY=1")
     status = json.loads((tmp_path / "state" / "status.json").read_text())
     assert status["state"] == "ready" and status["config_sha256"] == file_sha256(cfg)
     assert status["pid"] == app.proc.pid
-    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\ndomain = "changed.example"\n[control]\npassword = "pw"\n')
+    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\ndomain = "changed.example"\n[control]\nlisten = "127.0.0.1:0"\npassword = "pw"\n')
     app.proc.send_signal(signal.SIGHUP)
     app.wait_notify("RELOADING=1")
     app.wait_notify("READY=1")
@@ -81,7 +81,7 @@ def test_port_in_use_is_a_clear_error_not_a_traceback(tmp_path):
     busy.bind(("127.0.0.1", 0))
     port = busy.getsockname()[1]
     cfg = tmp_path / "earshot.toml"
-    cfg.write_text(f'[sip]\nlisten = "127.0.0.1:{port}"\n[control]\npassword = "pw"\n')
+    cfg.write_text(f'[sip]\nlisten = "127.0.0.1:{port}"\n[control]\nlisten = "127.0.0.1:0"\npassword = "pw"\n')
     try:
         r = subprocess.run([sys.executable, "-m", "firmware", "run", "--config", str(cfg)], cwd=ROOT,
                            capture_output=True, text=True, timeout=60,
@@ -89,5 +89,5 @@ def test_port_in_use_is_a_clear_error_not_a_traceback(tmp_path):
     finally:
         busy.close()
     assert r.returncode == 1
-    assert f"cannot start: Address already in use (listen 127.0.0.1:{port}" in r.stderr
+    assert f"cannot start the SIP: Address already in use (listen 127.0.0.1:{port}" in r.stderr
     assert "Traceback" not in r.stderr

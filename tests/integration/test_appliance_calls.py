@@ -1,0 +1,80 @@
+"""`./build.sh run` as a whole, with real phones: two baresip phones registered to the running
+appliance call each other, and a supervisor's phone dials 88<ext> and hears that call."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.peers import PeerGroup
+from tests.peers.appliance import Appliance
+from tests.peers.audio import has_tone, read_wav
+from tests.peers.baresip import Account, Baresip
+from tests.peers.ports import rtp_range
+
+pytestmark = pytest.mark.peers
+
+
+def test_two_phones_call_through_the_running_appliance(tmp_path: Path) -> None:
+    lo, hi = rtp_range(40)
+    app = Appliance(tmp_path, config=f"""
+[sip]
+listen = "127.0.0.1:0"
+domain = "127.0.0.1"
+rtp_ports = "{lo}-{hi}"
+[[users]]
+id = "1001"
+password = "pw-1001"
+[[users]]
+id = "1002"
+password = "pw-1002"
+[[users]]
+id = "1000"
+password = "pw-1000"
+may_eavesdrop = true
+[control]
+listen = "127.0.0.1:0"
+password = "pw"
+""")
+    peers = PeerGroup(tmp_path)
+    try:
+        app.wait_notify("READY=1")
+        app.wait_log("softphones: register")
+        reg = f"127.0.0.1:{app.sip_port}"
+        a = peers.add(Baresip(tmp_path, "a", Account("1001", registrar=reg, password="pw-1001"), source=1000))
+        b = peers.add(Baresip(tmp_path, "b", Account("1002", registrar=reg, password="pw-1002", answermode="auto"),
+                              source=440))
+        for p in (a, b):
+            p.start()
+        for p in (a, b):
+            p.wait_registered(10)
+        s = peers.add(Baresip(tmp_path, "s", Account("1000", registrar=reg, password="pw-1000"), source=2000))
+        s.start()
+        s.wait_registered(10)
+        a.dial(f"sip:1002@{reg}")
+        a.await_event("CALL_ESTABLISHED", 10)
+        b.await_event("CALL_ESTABLISHED", 10)
+        s.dial(f"sip:881001@{reg}")          # the seed's spymap extension: 1001's call by caller id
+        s.await_event("CALL_ESTABLISHED", 10)
+        app.wait_log("started in mode 0")     # the eavesdrop session is up
+        time.sleep(2)                         # two seconds of audio to analyse, not synchronisation
+        s.hangup()
+        s.await_event("CALL_CLOSED", 10)
+        a.hangup()
+        b.await_event("CALL_CLOSED", 10)
+        rate, pcm = read_wav(a.recordings()[-1].heard)
+        assert has_tone(pcm, rate, 440) and not has_tone(pcm, rate, 1000)
+        rate, pcm = read_wav(b.recordings()[-1].heard)
+        assert has_tone(pcm, rate, 1000) and not has_tone(pcm, rate, 440)
+        # listen mode: the supervisor hears both parties and neither party hears the supervisor
+        rate, pcm = read_wav(s.recordings()[-1].heard)
+        assert has_tone(pcm, rate, 1000) and has_tone(pcm, rate, 440) and not has_tone(pcm, rate, 2000)
+        for phone in (a, b):
+            rate, pcm = read_wav(phone.recordings()[-1].heard)
+            assert not has_tone(pcm, rate, 2000)
+        app.wait_log("hangup NORMAL_CLEARING")
+    finally:
+        peers.close()
+        code, log = app.stop()
+    assert code == 0, log
