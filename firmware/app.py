@@ -50,12 +50,13 @@ def load_config(path: Path | None) -> cfgmod.Config:
 
 
 def write_status(state: str, cfg: cfgmod.Config, config_path: Path | None, detail: str = "",
-                 sip_port: int | None = None) -> None:
+                 sip_port: int | None = None, control_port: int | None = None) -> None:
     """Publish what is running in ``<runtime dir>/status.json`` (atomically), so the provisioning
     tool can tell that a reload took effect: it compares ``config_sha256`` with the file it wrote."""
     d = cfgmod.runtime_dir()
     d.mkdir(parents=True, exist_ok=True)
     status = {"pid": os.getpid(), "state": state, "config": cfg.source, "detail": detail, "sip_port": sip_port,
+              "control_port": control_port,
               "config_sha256": cfgmod.file_sha256(config_path) if config_path and config_path.is_file() else ""}
     tmp = d / f".status.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(status))
@@ -76,7 +77,8 @@ class Appliance:
         self.devices: Devices | None = None
 
     def status(self, state: str, detail: str = "", config_path: Path | None = None) -> None:
-        write_status(state, self.cfg, config_path, detail, self.sip.port)
+        write_status(state, self.cfg, config_path, detail, self.sip.port,
+                     self.control.port if self.control else None)
 
     async def start(self) -> None:
         cfg = self.cfg

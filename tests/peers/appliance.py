@@ -55,6 +55,10 @@ class Appliance:
     def sip_port(self) -> int:
         return self.status()["sip_port"]
 
+    @property
+    def control_port(self) -> int:
+        return self.status()["control_port"]
+
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text()
