@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("file")
     check.add_argument("--show", action="store_true", help="print the parsed config (secrets redacted)")
     audit = sub.add_parser("audit", help="print the eavesdrop audit log")
-    audit.add_argument("file", nargs="?", help="audit log (default: [log] audit_file or <state dir>/audit.log)")
+    audit.add_argument("file", nargs="?", help="audit log (default: [log] audit_file or <state dir>/audit.sqlite)")
     prov = sub.add_parser("provision", help="apply earshot.toml from a USB stick partition or a directory")
     prov.add_argument("target", help="a block device (/dev/sda1) or a directory holding earshot.toml")
     prov.add_argument("--config-dir", help="where to install it (default: $CONFIGURATION_DIRECTORY, "

@@ -1,15 +1,18 @@
-"""The audit log: who spied on which call, every mode with its time span (append-only JSON lines).
+"""The audit log: who spied on which call, every mode with its time span — an append-only sqlite file.
 
-One JSON object per line, each with ``time`` (UTC ISO 8601) and ``event`` (``start``, ``mode``,
-``stop``, ``failed``, ``refused``). The file is opened in append mode for every record, written
-in one ``write`` and flushed, so a crash loses at most the record being written and never
-rewrites earlier ones. Path: ``[log] audit_file`` of the config, else ``<state dir>/audit.log``.
+One row per record with ``time`` (UTC ISO 8601), ``event`` (``start``, ``mode``, ``stop``, ``failed``,
+``refused``), the spy, user, target and mode as columns, and the whole record as JSON. Triggers refuse
+UPDATE and DELETE, so the log can only grow; each record is its own transaction (a crash loses at most
+the record being written). Mode records carry how long the previous mode lasted; stop records the
+session's length. Path: ``[log] audit_file`` of the config, else ``<state dir>/audit.sqlite``.
+``python -m firmware audit [FILE]`` prints it.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -17,51 +20,78 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time TEXT NOT NULL,
+    event TEXT NOT NULL,
+    spy_uuid TEXT, user TEXT, target_uuid TEXT, mode INTEGER,
+    record TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
 
 def audit_path(config) -> Path:
     """Where the audit log of ``config`` lives (relative paths resolve against the config's dir)."""
     from firmware.config import state_dir
     name = getattr(getattr(config, "log", None), "audit_file", "") or ""
     if not name:
-        return state_dir() / "audit.log"
+        return state_dir() / "audit.sqlite"
     return Path(config.resolve(name)) if hasattr(config, "resolve") else Path(name)
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)  # autocommit: every record its own transaction
+    db.executescript(_SCHEMA)
+    return db
+
+
 class AuditLog:
-    """Appends records to ``path`` (its directory is created on first use)."""
+    """Appends records to the sqlite file at ``path`` (its directory is created on first use)."""
 
     def __init__(self, path: str | os.PathLike, wallclock=time.time) -> None:
         self.path = Path(path)
         self._wallclock = wallclock
+        self._db: sqlite3.Connection | None = None
         self.written = 0
 
     def record(self, record: dict) -> None:
-        """Append one record; ``time`` is added. OSError propagates (the caller logs it)."""
+        """Append one record; ``time`` is added. OSError/sqlite3.Error propagate (the caller logs them)."""
         now = self._wallclock()
         stamp = datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds")
         entry = {"time": stamp.replace("+00:00", "Z")}
         entry.update(record)
-        line = json.dumps(entry, separators=(",", ":"), sort_keys=False, default=str) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = _connect(self.path)
+        self._db.execute(
+            "INSERT INTO audit (time, event, spy_uuid, user, target_uuid, mode, record) VALUES (?,?,?,?,?,?,?)",
+            (entry["time"], str(entry.get("event", "")), entry.get("spy_uuid"), entry.get("user"),
+             entry.get("target_uuid", entry.get("target")), entry.get("mode"),
+             json.dumps(entry, separators=(",", ":"), default=str)))
         self.written += 1
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 def read(path: str | os.PathLike) -> Iterator[dict]:
-    """The records of an audit log in order; a damaged line is reported and skipped."""
+    """The records of an audit log in order (nothing when the file does not exist)."""
     p = Path(path)
     if not p.exists():
         return
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except ValueError:
-                log.warning("%s:%d: not a JSON audit record, skipped", p, n)
+    db = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    try:
+        for (text,) in db.execute("SELECT record FROM audit ORDER BY id"):
+            yield json.loads(text)
+    finally:
+        db.close()
 
 
 def format_record(r: dict) -> str:

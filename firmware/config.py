@@ -130,7 +130,7 @@ class ControlConfig:
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
-    audit_file: str = ""  # "" = <state dir>/audit.log
+    audit_file: str = ""  # "" = <state dir>/audit.sqlite
 
 
 @dataclass(frozen=True)

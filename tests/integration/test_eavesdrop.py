@@ -78,7 +78,7 @@ class Stack:
     async def start(self, tmp: Path, eavesdrop: EavesdropConfig = EavesdropConfig(),
                     dialplan: str | None = None) -> Stack:
         lo, _ = rtp_range(60)
-        self.audit_file = tmp / "audit.jsonl"
+        self.audit_file = tmp / "audit.sqlite"
         self.cfg = Config(sip=SipConfig(listen=f"{HOST}:0", domain=HOST, rtp_ports=f"{lo}-{lo + 59}"),
                           users=USERS, eavesdrop=eavesdrop, log=LogConfig(audit_file=str(self.audit_file)))
         self.transport = Transport(HOST, 0)

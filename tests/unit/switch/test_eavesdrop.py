@@ -535,7 +535,7 @@ def test_register_puts_the_engine_on_the_switch_with_a_file_audit(tmp_path):
     from firmware.config import LogConfig
 
     async def main():
-        cfg = Config(users=CFG.users, log=LogConfig(audit_file=str(tmp_path / "audit.jsonl")))
+        cfg = Config(users=CFG.users, log=LogConfig(audit_file=str(tmp_path / "audit.sqlite")))
         sw = Switch(cfg, clock=VirtualClock())
         engine = register(sw, FakeMedia())
         assert sw.eavesdrop is engine and sw.apps["eavesdrop"].fn == engine.app_eavesdrop
@@ -544,23 +544,31 @@ def test_register_puts_the_engine_on_the_switch_with_a_file_audit(tmp_path):
         await sw.run_app(agent, "eavesdrop", "whatever")
 
     run(main())
-    records = list(read(tmp_path / "audit.jsonl"))
+    records = list(read(tmp_path / "audit.sqlite"))
     assert [r["event"] for r in records] == ["refused"] and records[0]["time"].endswith("Z")
 
 
 def test_audit_log_appends_and_prints(tmp_path, capsys):
     from firmware.audit import AuditLog, main, read
 
-    log_ = AuditLog(tmp_path / "sub" / "audit.log", wallclock=lambda: 1_700_000_000.25)
+    import sqlite3
+    path = tmp_path / "sub" / "audit.sqlite"
+    log_ = AuditLog(path, wallclock=lambda: 1_700_000_000.25)
     log_.record({"event": "start", "spy_uuid": "s", "user": "1000", "target_uuid": "t", "mode": 0})
     log_.record({"event": "stop", "spy_uuid": "s", "user": "1000", "target_uuid": "t", "mode": 2,
                  "duration_ms": 6000, "reason": "next"})
-    with (tmp_path / "sub" / "audit.log").open("a") as f:
-        f.write("not json\n")
-    records = list(read(tmp_path / "sub" / "audit.log"))
+    # append-only: the file refuses edits and deletions, whoever opens it
+    db = sqlite3.connect(path)
+    for sql in ("UPDATE audit SET user = 'nobody'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute(sql)
+    assert db.execute("SELECT event, user, target_uuid, mode FROM audit ORDER BY id").fetchall() == [
+        ("start", "1000", "t", 0), ("stop", "1000", "t", 2)]
+    db.close()
+    records = list(read(path))
     assert [r["event"] for r in records] == ["start", "stop"]
     assert records[0]["time"] == "2023-11-14T22:13:20.250Z"
-    assert main([str(tmp_path / "sub" / "audit.log")]) == 0
+    assert main([str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2 and "lasted 6.0 s" in out[1] and "(next)" in out[1]
     assert main([str(tmp_path / "missing.log")]) == 1
