@@ -112,8 +112,9 @@ class Appliance:
         self.sip.on_gateway_state = self.devices.gateway_state
         await self.devices.start()
         self.devices.sip_up(True)
+        handset = "none" if self.devices.handset is None else (cfg.handset.device or "simulated")
         log.info("panel: %s backend; handset: %s, off-hook dials %s",
-                 cfg.panel.backend, cfg.handset.device or "simulated", cfg.handset.destination)
+                 cfg.panel.backend, handset, cfg.handset.destination)
         if cfg.users:
             log.info("softphones: register each as <id>@%s at %s:%d (UDP or TCP) with its password, then "
                      "dial another id (%s); 9196 echoes, 9197 plays a tone; a user allowed to eavesdrop "

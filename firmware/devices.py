@@ -64,7 +64,7 @@ class Devices:
         try:
             device = open_device(hs.device, hs.rate)
         except AudioDeviceError as exc:
-            log.error("[handset] device = %r: %s; running without a handset", hs.device, exc)
+            log.error("%s; running without a handset (the SIP side works as before)", exc)
             return None
         return Handset(self.switch, device, self.clock, destination=hs.destination, hook=hs.hook)
 

@@ -91,3 +91,16 @@ def test_port_in_use_is_a_clear_error_not_a_traceback(tmp_path):
     assert r.returncode == 1
     assert f"cannot start the SIP: Address already in use (listen 127.0.0.1:{port}" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_missing_handset_device_is_named_and_the_rest_still_starts(tmp_path):
+    cfg = tmp_path / "earshot.toml"
+    cfg.write_text('[sip]\nlisten = "127.0.0.1:0"\n[control]\nlisten = "127.0.0.1:0"\npassword = "pw"\n'
+                   '[handset]\ndevice = "No Such Card"\n')
+    app = Running(tmp_path, "--config", str(cfg))
+    app.wait_notify("READY=1")
+    assert app.status()["sip_port"] > 0 and app.status()["control_port"] > 0
+    rc, out = app.stop()
+    assert rc == 0, out
+    assert "[handset] device 'No Such Card': no such audio device" in out
+    assert "running without a handset" in out and "handset: none" in out
