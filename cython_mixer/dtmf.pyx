@@ -32,6 +32,7 @@ from libc.math cimport cos, log, pi, sin, sqrt
 from libc.stdint cimport int16_t, int64_t
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from cython_mixer.g711 cimport get_pcm
 
 cdef extern from "spandsp.h" nogil:
     ctypedef struct dtmf_rx_state_t:
@@ -91,44 +92,15 @@ for _i in range(BLOCK):
     _HANN[_i] = 0.5 - 0.5 * cos(2.0 * pi * (_i + 0.5) / BLOCK)
 
 
-cdef bint _LITTLE = sys.byteorder == "little"
 
 
 cdef Py_ssize_t _get_pcm(object obj, Py_buffer *view, bint writable) except -1:
-    """Acquire obj as contiguous native int16 (bytes-like of even length, or 'h' items).
-
-    Returns the sample count; the caller must PyBuffer_Release(view).
-    """
-    cdef int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
-    if writable:
-        flags |= PyBUF_WRITABLE
+    """Acquire obj as native int16 PCM (g711's shared checks); anything unusable is a ValueError.
+    Returns the sample count; the caller must PyBuffer_Release(view)."""
     try:
-        PyObject_GetBuffer(obj, view, flags)
-    except (TypeError, BufferError, ValueError) as exc:
-        raise ValueError(f"frame must be a contiguous{' writable' if writable else ''} "
-                         f"bytes-like int16 buffer ({exc})") from None
-    cdef const char *f = view.format
-    if f == NULL:
-        f = b"B"    # exporters may leave format NULL, meaning unsigned bytes
-    cdef bint order_ok = True
-    if f[0] == b'@' or f[0] == b'=':
-        f += 1
-    elif f[0] == b'<' or f[0] == b'>' or f[0] == b'!':
-        order_ok = (f[0] == b'<') == _LITTLE
-        f += 1
-    cdef bint raw = view.itemsize == 1 and (f[0] == b'B' or f[0] == b'b' or f[0] == b'c') and f[1] == 0
-    cdef bint i16 = view.itemsize == 2 and f[0] == b'h' and f[1] == 0 and order_ok
-    if view.ndim == 1 and (i16 or (raw and not (view.len & 1))):
-        return view.len >> 1
-    fmt = (<bytes>view.format).decode("ascii", "replace") if view.format != NULL else "B"
-    if view.ndim != 1:
-        why = f"expected a 1-D buffer, got {view.ndim} dimensions"
-    elif raw:
-        why = f"odd byte count {view.len} is not whole int16 samples"
-    else:
-        why = f"format {fmt!r} with itemsize {view.itemsize} is not native int16"
-    PyBuffer_Release(view)
-    raise ValueError(f"frame: {why}")
+        return get_pcm(obj, view, writable, "frame")
+    except TypeError as exc:
+        raise ValueError(f"frame must be a bytes-like int16 buffer ({exc})") from None
 
 
 cdef double _grid_peak(const double *xw, double nominal) noexcept nogil:

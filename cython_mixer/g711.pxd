@@ -124,7 +124,7 @@ cdef inline int _buffer_failed(object obj, int flags, str what, Py_ssize_t index
 
 
 cdef inline int _acquire(object obj, Py_buffer* view, bint writable, str what,
-                         Py_ssize_t index) except -1:
+                         Py_ssize_t index, str kind) except -1:
     cdef int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
     if writable:
         flags |= PyBUF_WRITABLE
@@ -133,8 +133,8 @@ cdef inline int _acquire(object obj, Py_buffer* view, bint writable, str what,
         return _buffer_failed(obj, flags, what, index)
     if view.ndim != 1:
         PyBuffer_Release(view)
-        raise ValueError(f"{_name(what, index)}: expected a 1-D buffer, got {view.ndim} "
-                         f"dimensions")
+        raise ValueError(f"{_name(what, index)}: expected a 1-D buffer of {kind}, got "
+                         f"{view.ndim} dimensions")
     return 0
 
 
@@ -149,7 +149,7 @@ cdef inline Py_ssize_t get_pcm(object obj, Py_buffer* view, bint writable, str w
     The caller must PyBuffer_Release(view). Raises ValueError for a wrong item type or an odd
     byte count, TypeError if obj is not a buffer at all. Errors name the buffer as what (and
     index, when >= 0)."""
-    _acquire(obj, view, writable, what, index)
+    _acquire(obj, view, writable, what, index, "int16 samples")
     cdef const char* f = view.format
     cdef bint order_ok = True
     if f == NULL:
@@ -180,7 +180,7 @@ cdef inline Py_ssize_t get_codes(object obj, Py_buffer* view, bint writable, str
     """Acquire obj as G.711 codes (any 1-byte item type); return the code count.
 
     The caller must PyBuffer_Release(view)."""
-    _acquire(obj, view, writable, what, index)
+    _acquire(obj, view, writable, what, index, "G.711 codes")
     if view.itemsize != 1:
         fmt, isz = _format(view), view.itemsize
         PyBuffer_Release(view)

@@ -24,6 +24,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int16_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
+from cython_mixer.g711 cimport get_pcm
 
 import operator
 import sys
@@ -84,38 +85,17 @@ cdef enum:
     LOG2_DFT = 8
     MAX_FRAME_MS = 120   # the longest RTP ptime in use (Opus)
 
-cdef bint _LITTLE = sys.byteorder == "little"
 
 
 cdef Py_ssize_t _get_frame(object obj, Py_buffer* view, bint writable, str what) except -1:
-    """Acquire an int16 frame buffer into ``view``; return its sample count. ValueError if unusable."""
-    cdef int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT
-    if writable:
-        flags |= PyBUF_WRITABLE
+    """Acquire an int16 frame (g711's shared checks) into ``view``; return its sample count.
+    Anything unusable, a non-buffer included, is a ValueError naming ``what``."""
     try:
-        PyObject_GetBuffer(obj, view, flags)
-    except (TypeError, BufferError) as exc:
+        return get_pcm(obj, view, writable, what)
+    except TypeError as exc:
         need = "a writable" if writable else "a"
         raise ValueError(f"{what} must be {need} contiguous int16 or bytes-like buffer, "
                          f"got {type(obj).__name__} ({exc})") from None
-    fmt = (<bytes>view.format).decode("ascii", "replace") if view.format != NULL else "B"
-    cdef Py_ssize_t itemsize = view.itemsize
-    cdef int ndim = view.ndim
-    cdef Py_ssize_t nbytes = view.len
-    ok = False
-    if ndim <= 1:
-        if itemsize == 1 and fmt in ("B", "b", "c", "@B", "=B", "@b", "=b"):
-            ok = True
-        elif itemsize == 2 and fmt in ("h", "@h", "=h", "<h" if _LITTLE else ">h"):
-            ok = True
-    if not ok:
-        PyBuffer_Release(view)
-        raise ValueError(f"{what} must be native-endian int16 samples or bytes, got format {fmt!r} "
-                         f"with itemsize {itemsize} and {ndim} dimensions")
-    if nbytes & 1:
-        PyBuffer_Release(view)
-        raise ValueError(f"{what} has an odd byte count ({nbytes}): not a whole number of int16 samples")
-    return nbytes >> 1
 
 
 cdef int _check_rate(object rate, str what) except -1:
