@@ -23,7 +23,7 @@ from cython_mixer import FRAME_BYTES, FRAME_MS, INTERNAL_RATE
 from cython_mixer.dtmf import DtmfDetector
 from cython_mixer.resample import Resampler
 from firmware.media.clock import MediaClock
-from firmware.media.player import TONE_STREAM, Echo, TonePlayer, WavPlayer, load_wav
+from firmware.media.player import Producers
 from firmware.switch.channel import Channel, HangupCause
 
 log = logging.getLogger("earshot.handset")
@@ -34,7 +34,7 @@ XRUN_CHECK_TICKS = 50           # log new xruns at most once a second
 HOOK_MODES = ("sim", "gpio", "hid", "always")
 
 
-class HandsetLeg:
+class HandsetLeg(Producers):
     """The handset's media: 8 kHz 20 ms frames in and out over a (resampled) sound device.
 
     ``device`` has ``rate``, ``read() -> bytes | None`` and ``write(frame)`` (hw.audio).
@@ -52,10 +52,7 @@ class HandsetLeg:
         self.clock = clock
         self.on_digit = on_digit
         self.relay = None                         # a handset is never one side of an RTP relay
-        self._owners: list[Any] = []
-        self._player: Any = None
-        self._player_done: asyncio.Future | None = None
-        self._echo: Echo | None = None
+        self._init_producers()
         wide = self.device_rate != INTERNAL_RATE
         self._down = Resampler.for_frames(self.device_rate, INTERNAL_RATE, FRAME_MS, "phone") if wide else None
         self._up = Resampler.for_frames(INTERNAL_RATE, self.device_rate, FRAME_MS, "phone") if wide else None
@@ -101,10 +98,7 @@ class HandsetLeg:
         produce = getattr(producer, "produce", None)
         if produce is not None:
             self.send_frame(produce(incoming))
-            if producer.done:
-                self.release(producer)
-                if producer is self._player:
-                    self._end_player()
+            self._produced(producer)
         self._flush_out()
         if tick % XRUN_CHECK_TICKS == 0:
             self.device.check_xruns()
@@ -151,64 +145,7 @@ class HandsetLeg:
         self._have_out = True
         self.stats["sent"] += 1
 
-    # --- owners (the same rules as firmware.media.leg.RtpLeg) ---------------------------------------
-
-    @property
-    def owner(self) -> Any:
-        return self._owners[-1] if self._owners else None
-
-    def claim(self, owner: Any) -> None:
-        """Make ``owner`` the producer of this leg's audio (the previous one waits underneath)."""
-        if owner is None:
-            raise ValueError("claim needs an owner")
-        if owner in self._owners:
-            self._owners.remove(owner)
-        self._owners.append(owner)
-
-    def release(self, owner: Any) -> None:
-        if owner in self._owners:
-            self._owners.remove(owner)
-
-    # --- MediaLeg: play / echo ----------------------------------------------------------------------
-
-    async def play(self, source: str) -> None:
-        """Play a WAV file or ``tone_stream://`` spec into the earpiece until it ends or is stopped."""
-        if source.startswith(TONE_STREAM):
-            player: Any = TonePlayer(source)
-        else:
-            player = WavPlayer(await asyncio.to_thread(load_wav, source))
-        self.stop_playback()
-        if player.done:
-            return
-        done = asyncio.get_running_loop().create_future()
-        self._player, self._player_done = player, done
-        self.claim(player)
-        try:
-            await done
-        finally:
-            if self._player is player:
-                self._end_player()
-            self.release(player)
-
-    def _end_player(self) -> None:
-        done, self._player, self._player_done = self._player_done, None, None
-        if done is not None and not done.done():
-            done.set_result(None)
-
-    def stop_playback(self) -> None:
-        player = self._player
-        if player is not None:
-            player.stop()
-            self.release(player)
-            self._end_player()
-
-    def echo(self, on: bool) -> None:
-        if on and self._echo is None:
-            self._echo = Echo()
-            self.claim(self._echo)
-        elif not on and self._echo is not None:
-            self.release(self._echo)
-            self._echo = None
+    # owners, play, stop_playback and echo: firmware.media.player.Producers (RtpLeg's rules)
 
 
 class HandsetEndpoint:

@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .player import TONE_STREAM, DigitFlush, Echo, TonePlayer, WavPlayer, load_wav
+from .player import DigitFlush, Producers
 from .relay import CrossTap, Relay
 from .stream import DIGIT_GAP_TICKS, RtpStream
 
@@ -43,7 +43,7 @@ class LegStream(RtpStream):
         return True
 
 
-class RtpLeg:
+class RtpLeg(Producers):
     """One leg's media. Made by ``MediaEngine.open_rtp_leg``; ``close()`` frees its ports."""
 
     secure = False          # SRTP later
@@ -57,11 +57,8 @@ class RtpLeg:
         self.sending = True                      # the far end accepts audio from us (SDP direction)
         self.on_digit: Callable[[str], object] | None = None   # RFC 4733 key presses from the far end
         stream.on_digit = self._digit
-        self._owners: list[Any] = []
         self._ticking = False
-        self._player: Any = None
-        self._player_done: asyncio.Future | None = None
-        self._echo: Echo | None = None
+        self._init_producers()
         self._digit_tap: CrossTap | None = None
         self._tap_ticks = 0
         self._tap_watch = False
@@ -156,30 +153,17 @@ class RtpLeg:
             pcm = None
         self.stream.send_frame(pcm)
 
-    # --- owners -------------------------------------------------------------------------------------
-
-    @property
-    def owner(self) -> Any:
-        return self._owners[-1] if self._owners else None
-
-    def claim(self, owner: Any) -> None:
-        """Make ``owner`` the producer of this leg's audio (the previous owner waits underneath)."""
-        if owner is None:
-            raise ValueError("claim needs an owner")
-        if owner in self._owners:
-            self._owners.remove(owner)
-        self._owners.append(owner)
-        self._update()
-
-    def release(self, owner: Any) -> None:
-        """Take ``owner`` off this leg (a no-op when it is not on it)."""
-        if owner in self._owners:
-            self._owners.remove(owner)
-            self._update()
+    # --- owners (claim/release/play/echo: player.Producers) ------------------------------------------
 
     def _gate(self) -> None:
         top = self.owner
         self.stream.relay_open = self.sending and (top is None or top is self.relay)
+
+    def _usable(self) -> bool:
+        return not self.closed
+
+    def _owners_changed(self) -> None:
+        self._update()
 
     def _update(self) -> None:
         self._gate()
@@ -197,55 +181,7 @@ class RtpLeg:
         if produce is None:
             return
         self.send_frame(produce(incoming))
-        if producer.done:
-            self.release(producer)
-            if producer is self._player:
-                self._end_player()
-
-    # --- MediaLeg: play / echo ----------------------------------------------------------------------
-
-    async def play(self, source: str) -> None:
-        """Play a WAV file or a ``tone_stream://`` spec to the far end; returns when it has ended or
-        ``stop_playback()`` was called. FileNotFoundError / ValueError for a bad source."""
-        if self.closed:
-            raise ValueError("the leg is closed")
-        if source.startswith(TONE_STREAM):
-            player: Any = TonePlayer(source)
-        else:
-            player = WavPlayer(await asyncio.to_thread(load_wav, source))
-        self.stop_playback()
-        if player.done:
-            return
-        done = asyncio.get_running_loop().create_future()
-        self._player, self._player_done = player, done
-        self.claim(player)
-        try:
-            await done
-        finally:
-            if self._player is player:
-                self._end_player()
-            self.release(player)
-
-    def _end_player(self) -> None:
-        done, self._player, self._player_done = self._player_done, None, None
-        if done is not None and not done.done():
-            done.set_result(None)
-
-    def stop_playback(self) -> None:
-        player = self._player
-        if player is not None:
-            player.stop()
-            self.release(player)
-            self._end_player()
-
-    def echo(self, on: bool) -> None:
-        """Send the far end its own audio back (on), or stop (off)."""
-        if on and self._echo is None and not self.closed:
-            self._echo = Echo()
-            self.claim(self._echo)
-        elif not on and self._echo is not None:
-            self.release(self._echo)
-            self._echo = None
+        self._produced(producer)
 
     # --- end ----------------------------------------------------------------------------------------
 

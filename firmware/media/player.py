@@ -11,8 +11,10 @@ the next tick: the leg encodes it at once and keeps no reference.
 from __future__ import annotations
 
 import array
+import asyncio
 import sys
 import wave
+from typing import Any
 
 from cython_mixer import FRAME_BYTES, INTERNAL_RATE
 from cython_mixer.resample import Resampler
@@ -130,3 +132,91 @@ class DigitFlush:
 
     def stop(self) -> None:
         self.done = True
+
+
+class Producers:
+    """The producer rules every MediaLeg shares (RtpLeg, the handset's leg): a stack of owners of
+    the outgoing audio, the top one producing each tick; ``play()`` and ``echo()`` push a player
+    and pop it when done. Subclasses call ``_init_producers()`` and may override
+    ``_owners_changed()`` (react to a new top owner) and ``_usable()`` (refuse when closed)."""
+
+    def _init_producers(self) -> None:
+        self._owners: list[Any] = []
+        self._player: Any = None
+        self._player_done: asyncio.Future | None = None
+        self._echo: Echo | None = None
+
+    def _owners_changed(self) -> None:
+        pass
+
+    def _usable(self) -> bool:
+        return True
+
+    @property
+    def owner(self) -> Any:
+        return self._owners[-1] if self._owners else None
+
+    def claim(self, owner: Any) -> None:
+        """Make ``owner`` the producer of this leg's audio (the previous owner waits underneath)."""
+        if owner is None:
+            raise ValueError("claim needs an owner")
+        if owner in self._owners:
+            self._owners.remove(owner)
+        self._owners.append(owner)
+        self._owners_changed()
+
+    def release(self, owner: Any) -> None:
+        """Take ``owner`` off this leg (a no-op when it is not on it)."""
+        if owner in self._owners:
+            self._owners.remove(owner)
+            self._owners_changed()
+
+    def _produced(self, producer: Any) -> None:
+        """After a tick: a finished producer leaves the stack (and ends its ``play()``)."""
+        if producer.done:
+            self.release(producer)
+            if producer is self._player:
+                self._end_player()
+
+    async def play(self, source: str) -> None:
+        """Play a WAV file or a ``tone_stream://`` spec until it ends or ``stop_playback()``;
+        FileNotFoundError / ValueError for a bad source."""
+        if not self._usable():
+            raise ValueError("the leg is closed")
+        if source.startswith(TONE_STREAM):
+            player: Any = TonePlayer(source)
+        else:
+            player = WavPlayer(await asyncio.to_thread(load_wav, source))
+        self.stop_playback()
+        if player.done:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._player, self._player_done = player, done
+        self.claim(player)
+        try:
+            await done
+        finally:
+            if self._player is player:
+                self._end_player()
+            self.release(player)
+
+    def _end_player(self) -> None:
+        done, self._player, self._player_done = self._player_done, None, None
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def stop_playback(self) -> None:
+        player = self._player
+        if player is not None:
+            player.stop()
+            self.release(player)
+            self._end_player()
+
+    def echo(self, on: bool) -> None:
+        """Send the far end its own audio back (on), or stop (off)."""
+        if on and self._echo is None and self._usable():
+            self._echo = Echo()
+            self.claim(self._echo)
+        elif not on and self._echo is not None:
+            self.release(self._echo)
+            self._echo = None
