@@ -80,6 +80,60 @@ else:
             self._event.clear()
 
 
+class TaskSet:
+    """Background tasks kept referenced until they end (CPython may otherwise collect a running
+    task), their failures logged instead of lost, and cancelled together at shutdown. Portable:
+    no ``add_done_callback``; each task removes itself when it finishes.
+
+    ``quiet`` exceptions end a task silently (e.g. a channel hanging up); ``on_error(exc)``
+    replaces the default log line.
+    """
+
+    def __init__(self, what: str, quiet: tuple = (), on_error=None) -> None:
+        self.what = what
+        self.quiet = quiet
+        self.on_error = on_error
+        self._tasks: set = set()
+
+    def spawn(self, coro):
+        holder: list = []
+
+        async def run() -> None:
+            try:
+                await coro
+            except CancelledError:
+                pass
+            except self.quiet:
+                pass
+            except Exception as exc:
+                if self.on_error is not None:
+                    self.on_error(exc)
+                else:
+                    import logging
+                    logging.getLogger("earshot").exception("%s: background task failed", self.what)
+            finally:
+                if holder:
+                    self._tasks.discard(holder[0])
+
+        task = create_task(run())
+        holder.append(task)
+        self._tasks.add(task)
+        return task
+
+    def cancel_all(self) -> list:
+        """Cancel every task still running; returns them (to await, where the caller can)."""
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        return tasks
+
+    def __iter__(self):
+        return iter(list(self._tasks))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
 class Mailbox:
     """A small FIFO for one consumer task: MicroPython has no ``asyncio.Queue``.
 

@@ -448,7 +448,7 @@ class ControlServer:
         self.connections: set[Connection] = set()
         self._failures: dict[str, tuple[int, int]] = {}  # source -> (consecutive failures, blocked until)
         self._server: Any = None
-        self._tasks: set = set()
+        self._tasks = aio.TaskSet("control")
         self._secret: str | None = None
         self._acl_key: tuple = ()
         self._acl: list = []
@@ -486,23 +486,7 @@ class ControlServer:
         self.commands.close()
 
     def spawn(self, coro: Any) -> Any:
-        holder: list = []
-
-        async def run() -> None:
-            try:
-                await coro
-            except aio.CancelledError:
-                pass
-            except Exception:
-                log.exception("control task failed")
-            finally:
-                if holder:
-                    self._tasks.discard(holder[0])
-
-        task = aio.create_task(run())
-        holder.append(task)
-        self._tasks.add(task)
-        return task
+        return self._tasks.spawn(coro)
 
     async def _accept(self, reader: Any, writer: Any) -> None:
         peername = writer.get_extra_info("peername")

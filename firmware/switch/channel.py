@@ -522,7 +522,8 @@ class Channel:
         self._dtmf = aio.Mailbox(64)
         self._dtmf_pending: list[tuple[str, int]] = []
         self._dtmf_pump_running = False
-        self._tasks: set = set()      # background work of this channel, cancelled at hangup
+        # background work of this channel, cancelled at hangup
+        self._tasks = aio.TaskSet(self.name, quiet=(ChannelHungUp,))
         self._waiters: set = set()    # tasks behind guard(), cancelled at hangup
         self._on_destroy: list = []
         attach = getattr(endpoint, "attach", None)
@@ -744,25 +745,7 @@ class Channel:
 
     def spawn(self, coro: Any) -> Any:
         """Run ``coro`` as this channel's background task; it is cancelled at hangup."""
-        holder: list = []
-
-        async def run() -> None:
-            try:
-                await coro
-            except aio.CancelledError:
-                pass
-            except ChannelHungUp:
-                pass
-            except Exception:
-                log.exception("%s: background task failed", self.name)
-            finally:
-                if holder:
-                    self._tasks.discard(holder[0])
-
-        task = aio.create_task(run())
-        holder.append(task)
-        self._tasks.add(task)
-        return task
+        return self._tasks.spawn(coro)
 
     # --- DTMF ---------------------------------------------------------------------------------------
 

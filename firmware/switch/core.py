@@ -197,7 +197,7 @@ class Switch:
         self.unbridge_hooks: list[BridgeHook] = []
         self.globals: dict[str, str] = {}
         self._channels: dict[str, Channel] = {}
-        self._tasks: set = set()
+        self._tasks = aio.TaskSet("switch")
         self.apply_config(self.config)
 
     # --- config and globals -------------------------------------------------------------------------
@@ -298,23 +298,7 @@ class Switch:
 
     def spawn(self, coro: Any) -> Any:
         """A switch-level task (kept referenced until it ends)."""
-        holder: list = []
-
-        async def run() -> None:
-            try:
-                await coro
-            except aio.CancelledError:
-                pass
-            except Exception:
-                log.exception("switch task failed")
-            finally:
-                if holder:
-                    self._tasks.discard(holder[0])
-
-        task = aio.create_task(run())
-        holder.append(task)
-        self._tasks.add(task)
-        return task
+        return self._tasks.spawn(coro)
 
     def start(self, channel: Channel) -> Any:
         """Run the dialplan for ``channel`` in its own task."""

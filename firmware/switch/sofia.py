@@ -45,7 +45,9 @@ class SofiaProfile:
         self.sip = sip
         self.engine = engine
         self.name = name
-        self._tasks: set = set()
+        # a BYE nobody answers is the peer's problem, not ours
+        self._tasks = aio.TaskSet("sofia", on_error=lambda exc: log.info(
+            "SIP signalling after hangup failed: %r", exc))
 
     @property
     def ua(self):
@@ -54,20 +56,7 @@ class SofiaProfile:
     def background(self, coro: Any) -> None:
         """Run signalling that nobody waits for (a BYE's transaction). Not a switch task: the
         switch cancels its tasks when it closes, and the BYEs of that last hangup must still go."""
-        holder: list = []
-
-        async def quietly() -> None:
-            try:
-                await coro
-            except Exception as exc:      # a BYE nobody answers is the peer's problem, not ours
-                log.info("SIP signalling after hangup failed: %r", exc)
-            finally:
-                if holder:
-                    self._tasks.discard(holder[0])
-
-        task = aio.create_task(quietly())
-        holder.append(task)
-        self._tasks.add(task)
+        self._tasks.spawn(coro)
 
     # --- incoming ---------------------------------------------------------------------------------
 
