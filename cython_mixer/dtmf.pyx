@@ -32,7 +32,7 @@ from libc.math cimport cos, log, pi, sin, sqrt
 from libc.stdint cimport int16_t, int64_t
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
-from cython_mixer.g711 cimport get_pcm
+from cython_mixer.g711 cimport get_pcm, pcm16, sat16
 
 cdef extern from "spandsp.h" nogil:
     ctypedef struct dtmf_rx_state_t:
@@ -46,19 +46,6 @@ cdef extern from "spandsp.h" nogil:
     # 0.0.6: int dB arguments (floats in spandsp master)
     void dtmf_rx_parms(dtmf_rx_state_t *s, int filter_dialtone, int twist, int reverse_twist, int threshold)
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    /* an int16 sample at any address (frames may be odd-offset memoryview slices) */
-    typedef int16_t earshot_dtmf_pcm16 __attribute__((aligned(1), may_alias));
-    /* round to nearest and saturate, branch-free and without libm calls */
-    static inline int16_t earshot_dtmf_sat16(double v) {
-        v = v < -32768.0 ? -32768.0 : (v > 32767.0 ? 32767.0 : v);
-        return (int16_t)(v + __builtin_copysign(0.5, v));
-    }
-    """
-    ctypedef int16_t pcm16 "earshot_dtmf_pcm16"
-    int16_t sat16 "earshot_dtmf_sat16"(double v) noexcept nogil
 
 cdef enum:
     BLOCK = 102             # spandsp's DTMF_SAMPLES_PER_BLOCK

@@ -20,6 +20,12 @@ cdef extern from *:
        arbitrary bytes-like views (e.g. an odd-offset memoryview slice). Free on x86/aarch64. */
     typedef int16_t earshot_pcm16 __attribute__((aligned(1), may_alias));
 
+    /* round to nearest and saturate to int16, branch-free and without libm calls */
+    static inline int16_t earshot_sat16(double v) {
+        v = v < -32768.0 ? -32768.0 : (v > 32767.0 ? 32767.0 : v);
+        return (int16_t)(v + __builtin_copysign(0.5, v));
+    }
+
     /* Whole-frame table lookups. The buffers must not overlap: restrict lets the compiler
        schedule the loads early, about 1.4x faster than without. */
     static inline void earshot_g711_decode(const int16_t *restrict table,
@@ -59,6 +65,7 @@ cdef extern from *:
     }
     """
     ctypedef int16_t pcm16 "earshot_pcm16"
+    int16_t sat16 "earshot_sat16"(double v) noexcept nogil
     # decode n codes through a decode_table() into int16 PCM (codes and pcm must not overlap)
     void decode_frame "earshot_g711_decode"(const int16_t* table, const uint8_t* codes,
                                             pcm16* pcm, Py_ssize_t n) noexcept nogil

@@ -34,21 +34,8 @@ from libc.math cimport cos, sin, sqrt
 from libc.stdint cimport int16_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
-from cython_mixer.g711 cimport get_pcm
+from cython_mixer.g711 cimport get_pcm, pcm16, sat16
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    /* an int16 sample at any address (frames may be odd-offset memoryview slices) */
-    typedef int16_t earshot_tone_pcm16 __attribute__((aligned(1), may_alias));
-    /* round to nearest and saturate, branch-free and without libm calls */
-    static inline int16_t earshot_tone_sat16(double v) {
-        v = v < -32768.0 ? -32768.0 : (v > 32767.0 ? 32767.0 : v);
-        return (int16_t)(v + __builtin_copysign(0.5, v));
-    }
-    """
-    ctypedef int16_t pcm16 "earshot_tone_pcm16"
-    int16_t sat16 "earshot_tone_sat16"(double v) noexcept nogil
 
 cdef enum:
     SYNTH_CHUNK = 256

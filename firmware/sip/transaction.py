@@ -67,7 +67,25 @@ def server_key(req: Request) -> tuple:
             via.host.lower(), via.port, via.branch, method)
 
 
-class ClientTransaction:
+class _Timed:
+    """The named RFC 3261 timers (A-K) of one transaction, on the loop's clock."""
+
+    _timers: dict[str, asyncio.TimerHandle]
+
+    def _set(self, name: str, delay: float, fn: Callable[[], None]) -> None:
+        old = self._timers.pop(name, None)
+        if old:
+            old.cancel()
+        self._timers[name] = asyncio.get_running_loop().call_later(delay, fn)
+
+    def _cancel(self, *names: str) -> None:
+        for n in names:
+            h = self._timers.pop(n, None)
+            if h:
+                h.cancel()
+
+
+class ClientTransaction(_Timed):
     """One request we sent and the responses to it (INVITE or non-INVITE state machine)."""
 
     def __init__(self, layer: "TransactionLayer", request: Request, target: Target,
@@ -90,18 +108,6 @@ class ClientTransaction:
         self._interval = layer.timers.t1
         self._data = request.encode()
 
-    # -- timers
-    def _set(self, name: str, delay: float, fn: Callable[[], None]) -> None:
-        old = self._timers.pop(name, None)
-        if old:
-            old.cancel()
-        self._timers[name] = asyncio.get_running_loop().call_later(delay, fn)
-
-    def _cancel(self, *names: str) -> None:
-        for n in names:
-            h = self._timers.pop(n, None)
-            if h:
-                h.cancel()
 
     def start(self) -> None:
         self.layer.transport.send(self._data, self.target)
@@ -206,7 +212,7 @@ class ClientTransaction:
             self.final.cancel()
 
 
-class ServerTransaction:
+class ServerTransaction(_Timed):
     """One request we received and the responses we send to it."""
 
     def __init__(self, layer: "TransactionLayer", request: Request, source: Target, key: tuple) -> None:
@@ -227,17 +233,6 @@ class ServerTransaction:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._interval = layer.timers.t1
 
-    def _set(self, name: str, delay: float, fn: Callable[[], None]) -> None:
-        old = self._timers.pop(name, None)
-        if old:
-            old.cancel()
-        self._timers[name] = asyncio.get_running_loop().call_later(delay, fn)
-
-    def _cancel(self, *names: str) -> None:
-        for n in names:
-            h = self._timers.pop(n, None)
-            if h:
-                h.cancel()
 
     @property
     def finished(self) -> bool:
