@@ -147,7 +147,8 @@ class Appliance:
             if not self.switch.dialplan.reload(new.resolve(new.dialplan.file) if new.dialplan.file else None):
                 log.error("reload: dialplan rejected; the previous dialplan stays in force")
         log.info("reload: applied %s (users take effect now)", new.source)
-        later = self.sip.restart_needed(new)
+        later = self.sip.restart_needed(new) + [
+            key for key in ("panel", "handset", "control") if getattr(old, key) != getattr(new, key)]
         if later:
             log.warning("reload: %s changed; that takes a restart (systemctl restart earshot)", ", ".join(later))
         self.status("ready", config_path=self.config_path)

@@ -2,6 +2,7 @@
 appliance call each other, and a supervisor's phone dials 88<ext> and hears that call."""
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -58,7 +59,16 @@ password = "pw"
         s.dial(f"sip:881001@{reg}")          # the seed's spymap extension: 1001's call by caller id
         s.await_event("CALL_ESTABLISHED", 10)
         app.wait_log("started in mode 0")     # the eavesdrop session is up
+        # a reload in the middle of the calls: a new user applies now, a panel change waits for a
+        # restart (and says so), and no call is dropped
+        app.config_path.write_text(app.config_path.read_text() + '[[users]]\nid = "1003"\npassword = "pw-1003"\n'
+                                   '[panel]\nspy = "user/1000"\n')
+        app.proc.send_signal(signal.SIGHUP)
+        app.wait_notify("RELOADING=1")
+        app.wait_notify("READY=1")
+        app.wait_log("reload: panel changed; that takes a restart")
         time.sleep(2)                         # two seconds of audio to analyse, not synchronisation
+        assert not [e for p in (a, b, s) for e in p.events("CALL_CLOSED")]
         s.hangup()
         s.await_event("CALL_CLOSED", 10)
         a.hangup()
