@@ -52,7 +52,9 @@ class Contact:
             return self.source
         uri = self.uri
         transport = getattr(uri, "transport", "udp") or "udp"
-        return Target("tcp" if transport in ("tcp", "tls") else "udp", uri.host, uri.port or 5060)
+        if transport not in ("tcp", "tls"):
+            transport = "udp"
+        return Target(transport, uri.host, uri.port or (5061 if transport == "tls" else 5060))
 
     def header(self) -> str:
         params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params.items()

@@ -2,7 +2,7 @@
 user-agent core and one registration per gateway with ``register = true``.
 
     sip = SipService(lambda: app.cfg)          # reads the *current* config on every lookup
-    await sip.start()                          # listening on [sip] listen, UDP and TCP
+    await sip.start()                          # listening on [sip] listen, UDP and TCP (+ tls_listen)
     sip.registrar.lookup("1001")               # where phone 1001 is
     sip.gateway_states                         # {"pbx": "registered", …} (the REGISTERED LED)
     await sip.stop()
@@ -18,7 +18,9 @@ import logging
 import secrets
 from typing import Callable
 
-from firmware.config import Config, split_hostport
+from firmware.config import Config, split_hostport, state_dir
+
+from . import tls
 
 from .auth import DigestServer
 from .registrar import Registrar
@@ -37,7 +39,13 @@ class SipService:
         cfg = config()
         self.started_with = cfg
         host, port = split_hostport(cfg.sip.listen, 5060, allow_any_port=True)
-        self.transport = Transport(host, port, advertised_host=cfg.sip.external_address or None)
+        self.tls_fingerprint: str | None = None
+        self.tls_cert: str | None = None
+        tls_kw = self._tls_settings(cfg)
+        self.transport = Transport(host, port, advertised_host=cfg.sip.external_address or None, **tls_kw)
+        for g in cfg.gateways:
+            if g.transport == "tls" and not g.tls_verify:
+                self.transport.tls_unverified.add(split_hostport(g.host, 5061)[0])
         # MD5 only by default: most desk phones (and baresip 1.0) give up on a 401 that also offers
         # SHA-256, and a phone that cannot register is worse than a weaker hash on a LAN.
         self.auth = DigestServer(cfg.sip.domain, secrets.token_bytes(32), self._password,
@@ -50,6 +58,26 @@ class SipService:
         # What answers an incoming INVITE: the switch installs its SIP profile here
         # (firmware/switch/wiring.py); until then every call is refused cleanly.
         self.on_invite: Callable = self._no_switch_yet
+
+    def _tls_settings(self, cfg: Config) -> dict:
+        """Transport keywords for [sip] tls_*: the server context (the configured certificate or a
+        self-signed one made once in the state directory) and the client context for gateways."""
+        if not cfg.sip.tls_listen:
+            return {}
+        host, port = split_hostport(cfg.sip.tls_listen, 5061, allow_any_port=True)
+        ca = str(cfg.resolve(cfg.sip.tls_ca)) if cfg.sip.tls_ca else ""
+        if cfg.sip.tls_cert:
+            cert, key = cfg.resolve(cfg.sip.tls_cert), cfg.resolve(cfg.sip.tls_key)
+        else:
+            names = ["localhost", "127.0.0.1"]
+            for extra in (host, cfg.sip.external_address):
+                if extra and extra not in ("0.0.0.0", "::") and extra not in names:
+                    names.append(extra)
+            cert, key = tls.ensure_self_signed(state_dir(), names=tuple(names))
+        self.tls_cert = str(cert)
+        self.tls_fingerprint = tls.fingerprint(cert)
+        return {"tls": tls.server_context(cert, key, verify_clients=cfg.sip.tls_verify_clients, ca=ca),
+                "tls_port": port, "tls_host": host, "tls_client": tls.client_context(ca=ca)}
 
     def _password(self, user: str) -> str | None:
         return self._config().password_for(user)
@@ -69,9 +97,13 @@ class SipService:
             "registration: %s has %d contact(s)", user, len(contacts))
         log.info("SIP listening on %s:%d (udp, tcp), domain %s",
                  self.transport.host, self.transport.port, cfg.sip.domain)
+        if self.transport.tls_server_context is not None:
+            log.info("SIP over TLS listening on %s:%d, certificate %s, SHA-256 fingerprint %s",
+                     self.transport.tls_host, self.transport.tls_port, self.tls_cert, self.tls_fingerprint)
         for g in cfg.gateways:
             if g.register:
-                reg = GatewayRegistration(self.ua, registrar=g.host, username=g.username or g.name,
+                registrar = g.host if g.transport == "udp" else f"{g.host};transport={g.transport}"
+                reg = GatewayRegistration(self.ua, registrar=registrar, username=g.username or g.name,
                                           password=g.password, domain=g.realm or None, expires=g.expires,
                                           on_state=lambda state, r, name=g.name: self._gateway_state(name, state))
                 self.gateways[g.name] = reg
@@ -97,7 +129,8 @@ class SipService:
         """What of a new config only a restart applies (users apply live)."""
         old = self.started_with
         changed = []
-        for key in ("listen", "domain", "external_address", "digest_algorithms"):
+        for key in ("listen", "domain", "external_address", "digest_algorithms", "tls_listen", "tls_cert",
+                    "tls_key", "tls_verify_clients", "tls_ca"):
             if getattr(old.sip, key) != getattr(new.sip, key):
                 changed.append(f"sip.{key}")
         if old.gateways != new.gateways:

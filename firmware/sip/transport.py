@@ -1,4 +1,4 @@
-"""SIP transports: UDP and TCP on one host:port (RFC 3261 §18, RFC 3581).
+"""SIP transports: UDP and TCP on one host:port, TLS on another (RFC 3261 §18, §26, RFC 3581).
 
     t = Transport(host="127.0.0.1", port=0)        # port 0: ephemeral; read t.port after start()
     t.on_message = lambda msg, source: ...           # parsed Request/Response, source Target
@@ -15,6 +15,13 @@ bucket drops datagrams/messages beyond `flood_rate`/`flood_burst` before parsing
 cannot starve the others. TCP connections are reused by (transport, host, port) and closed after
 `idle_timeout` seconds without traffic.
 
+TLS (`tls=` a server context from sip.tls, `tls_port`, 0 = ephemeral) listens on its own port with
+the same framing, limits and idle close as TCP; a client that does not finish its handshake within
+`tls_handshake_timeout` is dropped by asyncio without ever reaching us. Outgoing `Target("tls", …)`
+connections verify the peer with `tls_client` (sip.tls.client_context(): verification on); the host
+name checked (and sent as SNI) is `tls_names[(ip, port)]` when the UA resolved one, else the IP;
+hosts in `tls_unverified` (names or IPs) are connected to without verification.
+
 This is an I/O edge: it uses full CPython asyncio (datagram endpoints, call_later).
 """
 from __future__ import annotations
@@ -25,6 +32,7 @@ import logging
 import re
 import secrets
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
@@ -38,6 +46,8 @@ log = logging.getLogger("earshot.sip.transport")
 UDP_MAX_SIZE = 65536
 TCP_MAX_MESSAGE = 65535
 DEFAULT_PORT = 5060
+DEFAULT_TLS_PORT = 5061
+STREAM_TRANSPORTS = ("tcp", "tls")
 
 
 def use_uvloop() -> bool:
@@ -51,7 +61,7 @@ def use_uvloop() -> bool:
 
 
 class Target(NamedTuple):
-    """Where a message comes from or goes to: transport ("udp"/"tcp"), IP host, port."""
+    """Where a message comes from or goes to: transport ("udp"/"tcp"/"tls"), IP host, port."""
     transport: str
     host: str
     port: int
@@ -67,6 +77,7 @@ class TransportStats:
     send_errors: int = 0
     tcp_accepted: int = 0
     tcp_closed_idle: int = 0
+    tls_accepted: int = 0
 
 
 @dataclass
@@ -86,18 +97,19 @@ def is_ip(host: str) -> bool:
 def response_target(via: Via, source: Target | None) -> Target:
     """Where a response to a request with this top Via goes (RFC 3261 §18.2.2, RFC 3581 §4)."""
     transport = via.transport.lower()
-    if transport not in ("udp", "tcp"):
-        transport = "tcp" if transport in ("tls", "sctp", "ws", "wss") else "udp"
+    if transport not in ("udp", "tcp", "tls"):
+        transport = "tcp" if transport in ("sctp", "ws", "wss") else "udp"
+    default_port = DEFAULT_TLS_PORT if transport == "tls" else DEFAULT_PORT
     maddr = via.params.get("maddr")
     host = via.received or via.host
     rport = via.params.get("rport")
     if maddr:
-        return Target(transport, maddr, via.port or DEFAULT_PORT)
+        return Target(transport, maddr, via.port or default_port)
     if rport:
         return Target(transport, host, int(rport))
     if source is not None and transport == "udp" and "rport" in via.params:
         return Target("udp", source.host, source.port)
-    return Target(transport, host, via.port or DEFAULT_PORT)
+    return Target(transport, host, via.port or default_port)
 
 
 class Transport:
@@ -111,7 +123,12 @@ class Transport:
                  max_connections: int = 512,
                  flood_rate: float = 400.0,
                  flood_burst: float = 800.0,
-                 log_interval: float = 60.0) -> None:
+                 log_interval: float = 60.0,
+                 tls: ssl.SSLContext | None = None,
+                 tls_port: int = 0,
+                 tls_host: str | None = None,
+                 tls_client: ssl.SSLContext | None = None,
+                 tls_handshake_timeout: float = 10.0) -> None:
         self.host = host
         self.port = port
         self.advertised_host = advertised_host or host
@@ -122,6 +139,15 @@ class Transport:
         self.flood_rate = flood_rate
         self.flood_burst = flood_burst
         self.log_interval = log_interval
+        self.tls_server_context = tls
+        self.tls_port = tls_port if tls is not None else 0
+        self.tls_host = tls_host or host
+        self.tls_client = tls_client
+        self.tls_handshake_timeout = tls_handshake_timeout
+        self.tls_names: dict[tuple[str, int], str] = {}   # (ip, port) -> host name to check
+        self.tls_unverified: set[str] = set()             # hosts connected to without verification
+        self._tls_insecure: ssl.SSLContext | None = None
+        self._tls: asyncio.base_events.Server | None = None
         self.stats = TransportStats()
         self.on_message: Callable[[Request | Response, Target], None] = lambda msg, src: None
         self.on_error: Callable[[Target, Exception], None] = lambda target, exc: None
@@ -155,10 +181,22 @@ class Transport:
             raise OSError(f"no port free for UDP and TCP on {self.host}")
         self._udp = udp
         self.port = port
+        if self.tls_server_context is not None:
+            try:
+                self._tls = await loop.create_server(lambda: _TcpConnection(self, None, kind="tls"),
+                                                     self.tls_host, self.tls_port, ssl=self.tls_server_context,
+                                                     ssl_handshake_timeout=self.tls_handshake_timeout,
+                                                     reuse_address=True)
+            except OSError:
+                udp.close()
+                if self._server is not None:
+                    self._server.close()
+                raise
+            self.tls_port = self._tls.sockets[0].getsockname()[1]
         self._schedule_sweep()
 
     async def close(self) -> None:
-        """Close the UDP socket, the TCP listener and every TCP connection."""
+        """Close the UDP socket, the TCP and TLS listeners and every connection."""
         self._closed = True
         if self._sweeper:
             self._sweeper.cancel()
@@ -167,19 +205,21 @@ class Transport:
         self._conns.clear()
         if self._udp is not None:
             self._udp.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in (self._server, self._tls):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
         await asyncio.sleep(0)  # let transports run their connection_lost callbacks
 
     @property
     def connections(self) -> int:
-        """Open TCP connections (accepted and outgoing)."""
+        """Open TCP and TLS connections (accepted and outgoing)."""
         return len(self._conns)
 
     def via(self, transport: str, branch: str) -> Via:
         """A Via for a request we send: our sent-by, the branch, and rport (RFC 3581)."""
-        return Via(transport.upper(), self.advertised_host, self.port, {"branch": branch, "rport": None})
+        port = self.tls_port if transport.lower() == "tls" and self.tls_port else self.port
+        return Via(transport.upper(), self.advertised_host, port, {"branch": branch, "rport": None})
 
     @staticmethod
     def new_branch() -> str:
@@ -191,13 +231,14 @@ class Transport:
         data = msg if isinstance(msg, (bytes, bytearray)) else msg.encode()
         if self._closed:
             return
-        if target.transport == "tcp":
+        if target.transport in STREAM_TRANSPORTS:
             conn = self._conns.get(target)
             if conn is None:
-                if not self.tcp_enabled or len(self._conns) >= self.max_connections:
-                    self._send_failed(target, OSError("no TCP connection available"))
+                enabled = self.tcp_enabled if target.transport == "tcp" else True
+                if not enabled or len(self._conns) >= self.max_connections:
+                    self._send_failed(target, OSError(f"no {target.transport.upper()} connection available"))
                     return
-                conn = _TcpConnection(self, target)
+                conn = _TcpConnection(self, target, kind=target.transport)
                 self._conns[target] = conn
                 conn.connect()
             conn.write(data)
@@ -221,10 +262,23 @@ class Transport:
         return target
 
     def route_response(self, via: Via, source: Target | None) -> Target:
-        if source is not None and source.transport == "tcp" and via.transport.lower() != "udp":
+        if source is not None and source.transport in STREAM_TRANSPORTS and via.transport.lower() != "udp":
             if source in self._conns:
                 return source  # reuse the connection the request came in on
         return response_target(via, source)
+
+    def client_tls(self, target: Target) -> tuple[ssl.SSLContext, str]:
+        """The context and host name (SNI, certificate check) for a TLS connection to `target`."""
+        name = self.tls_names.get((target.host, target.port), target.host)
+        if name in self.tls_unverified or target.host in self.tls_unverified:
+            if self._tls_insecure is None:
+                from .tls import client_context
+                self._tls_insecure = client_context(verify=False)
+            return self._tls_insecure, name
+        if self.tls_client is None:
+            from .tls import client_context
+            self.tls_client = client_context()
+        return self.tls_client, name
 
     def _send_failed(self, target: Target, exc: Exception) -> None:
         self.stats.send_errors += 1
@@ -332,7 +386,10 @@ class Transport:
         if len(self._conns) >= self.max_connections:
             conn.close()
             return
-        self.stats.tcp_accepted += 1
+        if conn.kind == "tls":
+            self.stats.tls_accepted += 1
+        else:
+            self.stats.tcp_accepted += 1
         self._conns[conn.peer] = conn  # type: ignore[index]
 
     def _conn_down(self, conn: "_TcpConnection") -> None:
@@ -438,6 +495,7 @@ class _TcpConnection(asyncio.Protocol):
     pending: list[bytes] = field(default_factory=list)
     connecting: bool = False
     closed: bool = False
+    kind: str = "tcp"   # "tcp" or "tls"
 
     def __hash__(self) -> int:
         return id(self)
@@ -451,8 +509,14 @@ class _TcpConnection(asyncio.Protocol):
         assert self.peer is not None
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_connection(lambda: self, self.peer.host, self.peer.port)
-        except OSError as exc:
+            if self.kind == "tls":
+                ctx, name = self.owner.client_tls(self.peer)
+                await loop.create_connection(lambda: self, self.peer.host, self.peer.port, ssl=ctx,
+                                             server_hostname=name,
+                                             ssl_handshake_timeout=self.owner.tls_handshake_timeout)
+            else:
+                await loop.create_connection(lambda: self, self.peer.host, self.peer.port)
+        except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError (bad certificate) is an OSError
             self.closed = True
             self.owner._conn_down(self)
             self.owner._send_failed(self.peer, exc)
@@ -472,7 +536,7 @@ class _TcpConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.peer is None:  # accepted
             host, port = transport.get_extra_info("peername")[:2]
-            self.peer = Target("tcp", host, port)
+            self.peer = Target(self.kind, host, port)
             self.owner._conn_up(self)
         self.connecting = False
         for data in self.pending:

@@ -584,8 +584,11 @@ class UserAgent:
 
     # ------------------------------------------------------------------ helpers
     def contact(self, transport: str = "udp", user: str | None = None) -> str:
-        t = ";transport=tcp" if transport == "tcp" else ""
-        return f"<sip:{user or self.contact_user}@{self.transport.advertised_host}:{self.transport.port}{t}>"
+        t = f";transport={transport}" if transport in ("tcp", "tls") else ""
+        port = self.transport.port
+        if transport == "tls" and self.transport.tls_port:
+            port = self.transport.tls_port  # where new TLS connections to us go
+        return f"<sip:{user or self.contact_user}@{self.transport.advertised_host}:{port}{t}>"
 
     def _response(self, req: Request, code: int, reason: str | None = None, *, to_tag: str | None = None,
                   contact: bool = False, body: bytes = b"") -> Response:
@@ -603,7 +606,8 @@ class UserAgent:
     @staticmethod
     def _transport_of(req: Request) -> str:
         try:
-            return "tcp" if req.vias[0].transport.lower() == "tcp" else "udp"
+            t = req.vias[0].transport.lower()
+            return t if t in ("tcp", "tls") else "udp"
         except Exception:
             return "udp"
 
@@ -625,21 +629,30 @@ class UserAgent:
         return self._resolved[host]
 
     async def resolve(self, uri: SipUri | str) -> Target:
-        """Target for a SIP URI (no SRV/NAPTR: host, port or 5060, ;transport=)."""
+        """Target for a SIP URI (no SRV/NAPTR: host, port or 5060/5061 for TLS, ;transport=, sips:)."""
         if isinstance(uri, str):
             uri = SipUri.parse(uri)
         host = uri.params.get("maddr") or uri.host
         if not is_ip(host) and host not in self._resolved:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET)
             self._resolved[host] = infos[0][4][0]
-        transport = "tcp" if (uri.transport or "udp") in ("tcp", "tls") else "udp"
-        return Target(transport, self._resolve_sync(host), uri.port or 5060)
+        return self._target(uri, host)
+
+    def _target(self, uri: SipUri, host: str) -> Target:
+        """Target for a URI whose host is resolved; TLS keeps the name for the certificate check."""
+        transport = uri.transport or "udp"
+        if transport not in ("tcp", "tls"):
+            transport = "udp"
+        ip = self._resolve_sync(host)
+        port = uri.port or (5061 if transport == "tls" else 5060)
+        if transport == "tls" and not is_ip(host):
+            self.transport.tls_names[(ip, port)] = host
+        return Target(transport, ip, port)
 
     def _dialog_target(self, dialog: Dialog) -> Target:
         uri = dialog.next_hop_uri()
         host = uri.params.get("maddr") or uri.host
-        transport = "tcp" if (uri.transport or "udp") in ("tcp", "tls") else "udp"
-        return Target(transport, self._resolve_sync(host), uri.port or 5060)
+        return self._target(uri, host)
 
     def _authorized_copy(self, req: Request, challenge: Response, client: DigestClient) -> Request | None:
         """The request again with credentials for the challenge, next CSeq, new branch."""
@@ -738,8 +751,12 @@ class UserAgent:
 
     def _check_response(self, resp: Response) -> str | None:
         host, port = self.transport.advertised_host, self.transport.port
+        ours = [f"{host}:{port}", host if port == 5060 else f"{host}:{port}"]
+        tls_port = self.transport.tls_port
+        if tls_port:
+            ours += [f"{host}:{tls_port}", host if tls_port == 5061 else f"{host}:{tls_port}"]
         try:
-            return validate.check_response(resp, (f"{host}:{port}", host if port == 5060 else f"{host}:{port}"))
+            return validate.check_response(resp, ours)
         except Exception as exc:
             return f"unreadable ({exc})"
 

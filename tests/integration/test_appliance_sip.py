@@ -95,3 +95,28 @@ password = "gw-pass"
             rc, out = app.stop()
         assert rc == 0, out
         assert "gw-pass" not in out
+
+
+def test_baresip_registers_over_tls_to_the_self_signed_listener(tmp_path: Path) -> None:
+    from firmware.sip import tls
+    from tests.peers.ports import free_port
+    tls_port = free_port(1, udp=False)
+    app = Appliance(tmp_path, config=USERS.replace('domain = "127.0.0.1"\n',
+                                                   f'domain = "127.0.0.1"\ntls_listen = "{HOST}:{tls_port}"\n'))
+    try:
+        with PeerGroup(tmp_path) as peers:
+            app.wait_notify("READY=1")
+            cert = app.state_dir / tls.CERT_NAME        # generated on first start, fingerprint logged
+            app.wait_log(f"SIP over TLS listening on {HOST}:{tls_port}")
+            assert tls.fingerprint(cert) in app.log()
+            # the TLS port speaks only TLS, so a registration there proves the transport
+            phone = peers.add(Baresip(tmp_path, "secure", Account("1001", registrar=f"{HOST}:{tls_port}",
+                                                                  password="agent-1001-pw", transport="tls"),
+                                      lifetime=30, tls_cafile=cert))
+            phone.start()
+            phone.wait_registered(10.0)
+            app.wait_log("registration: 1001 has 1 contact(s)")
+            assert "{0/TLS/v4} 200 OK" in phone.log_tail()   # baresip's own account of the transport
+    finally:
+        rc, out = app.stop()
+    assert rc == 0, out
