@@ -102,7 +102,9 @@ install_appliance() {
     mkdir -p "$opt" "$root/etc/systemd/system" "$root/etc/udev/rules.d" \
              "$root/usr/lib/tmpfiles.d" "$root/usr/lib/sysusers.d" "$root/etc/earshot"
     [ -x "$opt/venv/bin/python" ] || "$(pick_python)" -m venv "$opt/venv"
-    "$opt/venv/bin/python" -m pip install -q --upgrade --force-reinstall --no-deps "dist/$wheel"
+    # the wheel itself always replaced (same version, new build); then its dependencies resolved
+    "$opt/venv/bin/python" -m pip install -q --force-reinstall --no-deps "dist/$wheel"
+    "$opt/venv/bin/python" -m pip install -q "dist/$wheel"
     if on_pi; then
         need_apt $APT_PI
         "$opt/venv/bin/python" -m pip install -q pyaudio "$(gpio_package)"

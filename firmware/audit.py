@@ -103,6 +103,9 @@ def format_record(r: dict) -> str:
         parts.append(f"caller={r['target_caller_id']}")
     if mode is not None:
         parts.append(f"mode={mode}")
+    if "target_secure" in r:
+        call = r.get("target_secure") and (r.get("peer_secure") or not r.get("peer_uuid"))
+        parts.append(f"srtp call={'yes' if call else 'no'} spy={'yes' if r.get('spy_secure') else 'no'}")
     if "previous_mode" in r:
         parts.append(f"after mode {r['previous_mode']} for {r['previous_mode_ms'] / 1000:.1f} s")
     if "duration_ms" in r:

@@ -47,6 +47,11 @@ class SipConfig:
     rtp_ports: str = "16384-16999"
     external_address: str = ""
     digest_algorithms: tuple[str, ...] = ("MD5",)  # add "SHA-256" (RFC 8760) for phones that support it
+    tls_listen: str = ""          # e.g. "0.0.0.0:5061"; "" = no SIP over TLS
+    tls_cert: str = ""            # PEM certificate (chain); "" = self-signed, made on first start
+    tls_key: str = ""             # its PEM key; set both or neither
+    tls_verify_clients: bool = False  # require a client certificate signed by tls_ca
+    tls_ca: str = ""
 
     @property
     def listen_host(self) -> str:
@@ -69,6 +74,7 @@ class User:
     caller_id_name: str = ""
     eavesdrop_group: str = ""
     may_eavesdrop: bool = False
+    srtp: str = "off"          # SRTP policy of calls to/from this user: off | offer | require
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,9 @@ class Gateway:
     register: bool = True
     realm: str = ""
     expires: int = 3600
+    srtp: str = "off"          # SRTP policy of calls through this gateway: off | offer | require
+    transport: str = "udp"  # "udp", "tcp" or "tls"
+    tls_verify: bool = True  # check the gateway's certificate and host name (TLS only)
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,7 @@ _SECTIONS: dict[str, type] = {
 }
 _LISTS: dict[str, type] = {"users": User, "gateways": Gateway}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+SRTP_POLICIES = ("off", "offer", "require")
 
 
 def split_hostport(text: str, default_port: int, allow_any_port: bool = False) -> tuple[str, int]:
@@ -278,6 +288,20 @@ def _validate(cfg: Config, loc: _Locator, problems: list[tuple[int | None, str, 
             split_hostport(cfg.sip.listen, 5060, allow_any_port=True)
         except ValueError as exc:
             bad("sip", key, str(exc))
+    if cfg.sip.tls_listen:
+        try:
+            split_hostport(cfg.sip.tls_listen, 5061, allow_any_port=True)
+        except ValueError as exc:
+            bad("sip", "tls_listen", str(exc))
+    if bool(cfg.sip.tls_cert) != bool(cfg.sip.tls_key):
+        bad("sip", "tls_cert" if not cfg.sip.tls_cert else "tls_key",
+            "tls_cert and tls_key go together: set both or neither")
+    for key in ("tls_cert", "tls_key", "tls_ca"):
+        value = getattr(cfg.sip, key)
+        if value and not cfg.resolve(value).is_file():
+            bad("sip", key, f"file not found: {cfg.resolve(value)}")
+    if cfg.sip.tls_verify_clients and not cfg.sip.tls_ca:
+        bad("sip", "tls_verify_clients", "needs tls_ca (the CA that signs the phones' certificates)")
     algos = cfg.sip.digest_algorithms
     if not algos or any(a not in ("MD5", "SHA-256") for a in algos) or len(set(algos)) != len(algos):
         bad("sip", "digest_algorithms", f"must list \"MD5\" and/or \"SHA-256\" once each (got {list(algos)})")
@@ -296,6 +320,9 @@ def _validate(cfg: Config, loc: _Locator, problems: list[tuple[int | None, str, 
         seen.add(u.id)
         if not u.password:
             problems.append((loc.line_of("users", None, i), f"users[{i}].password", "is required"))
+        if u.srtp not in SRTP_POLICIES:
+            problems.append((loc.line_of("users", "srtp", i), f"users[{i}].srtp",
+                             f"must be \"off\", \"offer\" or \"require\" (got {u.srtp!r})"))
     names: set[str] = set()
     for i, g in enumerate(cfg.gateways):
         if g.name in names:
@@ -305,6 +332,12 @@ def _validate(cfg: Config, loc: _Locator, problems: list[tuple[int | None, str, 
             split_hostport(g.host, 5060)
         except ValueError as exc:
             problems.append((loc.line_of("gateways", "host", i), f"gateways[{i}].host", str(exc)))
+        if g.srtp not in SRTP_POLICIES:
+            problems.append((loc.line_of("gateways", "srtp", i), f"gateways[{i}].srtp",
+                             f"must be \"off\", \"offer\" or \"require\" (got {g.srtp!r})"))
+        if g.transport not in ("udp", "tcp", "tls"):
+            problems.append((loc.line_of("gateways", "transport", i), f"gateways[{i}].transport",
+                             f"must be \"udp\", \"tcp\" or \"tls\" (got {g.transport!r})"))
     if cfg.panel.backend not in ("sim", "gpio"):
         bad("panel", "backend", f"must be \"sim\" or \"gpio\" (got {cfg.panel.backend!r})")
     for table, pins in (("buttons", cfg.panel.buttons), ("leds", cfg.panel.leds)):

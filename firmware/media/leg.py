@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .player import DigitFlush, Producers
 from .relay import CrossTap, Relay
+from .srtp import SrtpContext
 from .stream import DIGIT_GAP_TICKS, RtpStream
 
 if TYPE_CHECKING:
@@ -39,14 +40,17 @@ class LegStream(RtpStream):
         remote = self.remote
         if remote is None or self._closed or not self.relay_open:
             return False
-        self._transport.sendto(packet, remote)
+        self._sendto(packet, remote)
         return True
 
 
 class RtpLeg(Producers):
     """One leg's media. Made by ``MediaEngine.open_rtp_leg``; ``close()`` frees its ports."""
 
-    secure = False          # SRTP later
+    @property
+    def secure(self) -> bool:
+        """True while this leg's media is SRTP."""
+        return self.stream.srtp is not None
 
     def __init__(self, engine: MediaEngine, stream: LegStream) -> None:
         self.engine = engine
@@ -89,6 +93,7 @@ class RtpLeg(Producers):
         to send, whether to send. An unspecified address (RFC 2543 hold) keeps the old one and stops
         sending. A bridged leg's pass-through is rebuilt for the new codec."""
         self.stream.set_codec(negotiated.codec, negotiated.payload_type, negotiated.telephone_event_pt)
+        self._keys(negotiated)
         self.ptime_ms = negotiated.ptime
         held = ipaddress.ip_address(negotiated.remote_addr).is_unspecified or negotiated.remote_port == 0
         if not held:
@@ -97,6 +102,19 @@ class RtpLeg(Producers):
         self._gate()
         if self.relay is not None and self.relay.tap is None:
             self.relay.start()     # new rewriters for the new payload types (a tap decodes per tick)
+
+    def _keys(self, negotiated: Negotiated) -> None:
+        """SRTP on, off or rekeyed as negotiated; unchanged keys keep the context (ROC, replay)."""
+        local = getattr(negotiated, "crypto_local", None)
+        remote = getattr(negotiated, "crypto_remote", None)
+        if local is None or remote is None:
+            self.stream.srtp = None
+            return
+        ctx = self.stream.srtp
+        if ctx is not None and ctx.same_keys(local.suite, local.key, remote.key):
+            return
+        self.stream.srtp = SrtpContext(local.suite, local.key, remote.key,
+                                       tx_lifetime=local.lifetime, rx_lifetime=remote.lifetime)
 
     def _digit(self, digit: str) -> None:
         if self.on_digit is not None:

@@ -8,6 +8,11 @@ digits through ``on_digit``. A relay may take the packets instead (``sink``), by
 Send side: ``send_frame(pcm)`` once per clock tick encodes and sends one 20 ms frame with this
 leg's own SSRC, sequence number and timestamp; queued digits (``send_digit``) replace the audio
 while they play.
+
+SRTP: with ``srtp`` set (a ``firmware.media.srtp.SrtpContext``) every datagram is authenticated
+and decrypted before anything else looks at it (failures are dropped and counted by the
+context) and every packet sent, the relay's included, is protected with this leg's own key. A
+relay therefore always works on plain RTP and each leg encrypts for its own peer.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cython_mixer import FRAME_BYTES, FRAME_SAMPLES, g711
 from cython_mixer.jitter import JitterBuffer
@@ -27,6 +33,9 @@ from cython_mixer.rtp import parse_header
 from .ports import PortAllocator, PortsExhausted
 from .rfc4733 import DtmfReceiver, DtmfSender
 from .rtp import HEADER_SIZE, MAX_PACKET, RECV_SIZE
+
+if TYPE_CHECKING:
+    from .srtp import SrtpContext
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +85,7 @@ class RtpStream:
         self.on_digit = on_digit
         self.digit_hook: Callable[[str], object] | None = None   # the relay's, in tap mode
         self.sink: Callable[[bytes], object] | None = None
+        self.srtp: SrtpContext | None = None
         self.local_port = 0
         self.rtcp_port = 0
         self._transport: asyncio.DatagramTransport | None = None
@@ -210,6 +220,12 @@ class RtpStream:
     # --- receive ------------------------------------------------------------------------------
 
     def _datagram(self, data: bytes, addr: tuple) -> None:
+        srtp = self.srtp
+        if srtp is not None:
+            # authenticate first, so a forged packet can neither latch nor reach the mixer
+            data = srtp.unprotect(data)
+            if data is None:
+                return
         if addr != self._src and not self._accept(addr):
             return
         self._c["rx_packets"] += 1
@@ -320,7 +336,7 @@ class RtpStream:
         self._talkspurt = True
         self._seq = (self._seq + 1) & 0xFFFF
         self._c["tx_packets"] += 1
-        self._transport.sendto(self._out, self.remote)
+        self._sendto(self._out, self.remote)
         return True
 
     def _next_event(self, ts: int) -> tuple[bytes, bool] | None:
@@ -344,14 +360,23 @@ class RtpStream:
         header = _HEADER.pack(0x80, pt | (0x80 if marker else 0), self._seq, ts, self.ssrc)
         self._seq = (self._seq + 1) & 0xFFFF
         self._c["tx_packets"] += 1
-        self._transport.sendto(header + payload, self.remote)
+        self._sendto(header + payload, self.remote)
+
+    def _sendto(self, packet, remote: tuple) -> None:
+        """The one way out: protected with this leg's SRTP key when it has one."""
+        srtp = self.srtp
+        if srtp is not None:
+            packet = srtp.protect(packet)
+            if packet is None:           # counted by the context (key expired, ...)
+                return
+        self._transport.sendto(packet, remote)
 
     def send_packet(self, packet) -> bool:
         """Send an already built packet (the relay's) to the remote; False when there is none."""
         remote = self.remote
         if remote is None or self._closed:
             return False
-        self._transport.sendto(packet, remote)
+        self._sendto(packet, remote)
         return True
 
     @property
@@ -368,6 +393,8 @@ class RtpStream:
     def stats(self) -> dict:
         out = dict(self._c)
         out["jitter"] = self.jitter.stats
+        if self.srtp is not None:
+            out["srtp"] = self.srtp.stats
         return out
 
     def __repr__(self) -> str:

@@ -3,6 +3,11 @@
 Works on text only; the SIP layer hands us message bodies and sends what we return.
 One audio stream per call: the first acceptable audio section is used, every other
 section is answered with port 0 in the same position, as RFC 3264 §6 requires.
+
+SRTP (``srtp=`` "off" | "offer" | "require"): keys by SDES (``a=crypto``, see ``sdes``). "offer"
+offers RTP/AVP with a=crypto (best effort: a plain answer means plain RTP) and accepts plain or
+keyed offers; "require" offers RTP/SAVP and accepts only offers with a usable a=crypto. "off"
+ignores a=crypto and refuses RTP/SAVP.
 """
 
 from __future__ import annotations
@@ -12,11 +17,15 @@ import ipaddress
 import secrets
 from dataclasses import dataclass, field
 
+from . import sdes
+
 __all__ = [
     "SdpError", "NoCommonCodec", "Origin", "Connection", "Timing", "RtpMap", "Media",
     "SessionDescription", "Negotiated", "parse", "make_offer", "negotiate", "parse_answer",
-    "bump_version", "DIRECTIONS", "STATIC_PAYLOAD_TYPES",
+    "bump_version", "DIRECTIONS", "STATIC_PAYLOAD_TYPES", "SRTP_POLICIES", "offered_cryptos",
 ]
+
+SRTP_POLICIES = ("off", "offer", "require")
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -484,6 +493,13 @@ class Negotiated:
     remote_port: int
     direction: str
     media_index: int = 0
+    crypto_local: sdes.Crypto | None = None    # our SDES key (what we send with)
+    crypto_remote: sdes.Crypto | None = None   # the peer's (what we receive with)
+
+    @property
+    def secure(self) -> bool:
+        """True when this stream runs SRTP."""
+        return self.crypto_local is not None and self.crypto_remote is not None
 
     @property
     def sending(self) -> bool:
@@ -542,9 +558,34 @@ def _new_session(addr: str, session_id: int | str | None, version: int, name: st
         connection=Connection("IN", addrtype, addr), timing=[Timing(0, 0)])
 
 
+def _check_policy(srtp: str) -> str:
+    if srtp not in SRTP_POLICIES:
+        raise ValueError(f"srtp policy must be one of {SRTP_POLICIES}, got {srtp!r}")
+    return srtp
+
+
+def offered_cryptos(m: Media) -> tuple[list[sdes.Crypto], list[str]]:
+    """The a=crypto lines of ``m`` we could use, and why each of the others is not usable."""
+    good, bad = [], []
+    for name, val in m.attributes:
+        if name != "crypto":
+            continue
+        try:
+            c = sdes.parse(val or "")
+        except sdes.SdesError as exc:
+            bad.append(str(exc))
+            continue
+        why = sdes.usable(c)
+        if why:
+            bad.append(why)
+        else:
+            good.append(c)
+    return good, bad
+
+
 def _audio_media(port: int, codecs: list[tuple[str, int, int]], te_pt: int | None,
-                 ptime: int, direction: str) -> Media:
-    m = Media(kind="audio", port=port, proto="RTP/AVP", formats=[], ptime=ptime, direction=direction)
+                 ptime: int, direction: str, proto: str = "RTP/AVP") -> Media:
+    m = Media(kind="audio", port=port, proto=proto, formats=[], ptime=ptime, direction=direction)
     for name, pt, rate in codecs:
         m.formats.append(str(pt))
         m.rtpmap[pt] = RtpMap(name, rate)
@@ -558,16 +599,25 @@ def _audio_media(port: int, codecs: list[tuple[str, int, int]], te_pt: int | Non
 def make_offer(addr: str, port: int, codecs: tuple[str, ...] = ("PCMU", "PCMA"),
                telephone_event_pt: int | None = 101, ptime: int = 20,
                direction: str = "sendrecv", session_id: int | str | None = None,
-               version: int = 1, session_name: str = "Earshot") -> SessionDescription:
-    """An audio offer. For a re-offer pass the previous session_id and version + 1."""
+               version: int = 1, session_name: str = "Earshot", srtp: str = "off",
+               cryptos: list[sdes.Crypto] | None = None) -> SessionDescription:
+    """An audio offer. For a re-offer pass the previous session_id and version + 1.
+
+    ``srtp`` "offer"/"require" adds a=crypto lines (``cryptos``, or fresh keys for every suite we
+    support) on RTP/AVP or RTP/SAVP respectively."""
     _dir_flags(direction)
+    _check_policy(srtp)
     chosen = _check_codecs(codecs)
     if telephone_event_pt is not None and not (96 <= telephone_event_pt <= 127):
         raise ValueError(f"telephone-event payload type {telephone_event_pt} is not dynamic (96-127)")
     if not (10 <= ptime <= 200):
         raise ValueError(f"ptime {ptime} out of range 10-200 ms")
     sd = _new_session(addr, session_id, version, session_name)
-    sd.media.append(_audio_media(_check_port(port), chosen, telephone_event_pt, ptime, direction))
+    m = _audio_media(_check_port(port), chosen, telephone_event_pt, ptime, direction,
+                     "RTP/SAVP" if srtp == "require" else "RTP/AVP")
+    if srtp != "off":
+        m.attributes += [("crypto", c.encode()) for c in (cryptos or sdes.offer_cryptos())]
+    sd.media.append(m)
     return sd
 
 
@@ -608,12 +658,16 @@ def negotiate(offer: SessionDescription, local_addr: str, local_port: int,
               supported: tuple[str, ...] = ("PCMU", "PCMA"), telephone_event: bool = True,
               ptime: int = 20, local_direction: str = "sendrecv",
               session_id: int | str | None = None, version: int = 1,
-              session_name: str = "Earshot") -> tuple[SessionDescription, Negotiated]:
+              session_name: str = "Earshot", srtp: str = "off",
+              srtp_key: sdes.Crypto | None = None) -> tuple[SessionDescription, Negotiated]:
     """Answer ``offer``; accept the first usable audio stream, reject the rest with port 0.
 
-    Raises NoCommonCodec when no audio stream can be accepted (answer 488).
-    ``local_direction`` is what we want (e.g. "sendonly" when we hold the peer).
+    Raises NoCommonCodec when no audio stream can be accepted (answer 488), with the reason.
+    ``local_direction`` is what we want (e.g. "sendonly" when we hold the peer). ``srtp`` is our
+    policy; ``srtp_key`` is our key from the previous answer, reused when the suite is unchanged
+    (so a re-INVITE keeps the SRTP session).
     """
+    _check_policy(srtp)
     wanted = _check_codecs(supported)
     if not (10 <= ptime <= 200):
         raise ValueError(f"ptime {ptime} out of range 10-200 ms")
@@ -622,10 +676,21 @@ def negotiate(offer: SessionDescription, local_addr: str, local_port: int,
     answer = _new_session(local_addr, session_id, version, session_name)
     answer.timing = [Timing(t.start, t.stop) for t in offer.timing] or [Timing(0, 0)]
     result: Negotiated | None = None
+    reasons: list[str] = []
     for index, m in enumerate(offer.media):
         conn = offer.media_connection(m)
-        usable = (result is None and m.kind == "audio" and m.port != 0 and m.proto == "RTP/AVP"
+        usable = (result is None and m.kind == "audio" and m.port != 0
+                  and m.proto in ("RTP/AVP", "RTP/SAVP")
                   and conn is not None and conn.nettype == "IN" and conn.addrtype == local_type)
+        theirs: sdes.Crypto | None = None
+        if usable and (srtp != "off" or m.proto == "RTP/SAVP"):
+            good, bad = offered_cryptos(m) if srtp != "off" else ([], [])
+            if good:
+                theirs = good[0]          # the offerer's preference order
+            elif m.proto == "RTP/SAVP" or srtp == "require":
+                usable = False
+                reasons.append("SRTP is off here" if srtp == "off" else
+                               "no usable a=crypto" + (f" ({'; '.join(bad)})" if bad else ""))
         match = _match_codec(m, wanted) if usable else None
         if match is None or conn is None:
             answer.media.append(_rejected(m))
@@ -636,20 +701,32 @@ def negotiate(offer: SessionDescription, local_addr: str, local_port: int,
             remote_recv = False  # RFC 2543 hold: nothing may be sent to 0.0.0.0
         direction = _direction(remote_recv and local_send, remote_send and local_recv)
         te = _find_te(m) if telephone_event else None
-        am = _audio_media(_check_port(local_port), [(name, pt, rate)], te, ptime, direction)
+        am = _audio_media(_check_port(local_port), [(name, pt, rate)], te, ptime, direction, m.proto)
+        ours: sdes.Crypto | None = None
+        if theirs is not None:
+            if srtp_key is not None and srtp_key.suite == theirs.suite:
+                ours = sdes.Crypto(theirs.tag, theirs.suite, srtp_key.key)
+            else:
+                ours = sdes.new_crypto(theirs.tag, theirs.suite)
+            am.attributes.append(("crypto", ours.encode()))
         answer.media.append(am)
         result = Negotiated(codec=name, payload_type=pt, clock_rate=rate, telephone_event_pt=te,
                             ptime=m.ptime or DEFAULT_PTIME, remote_addr=conn.address.split("/")[0],
-                            remote_port=m.port, direction=direction, media_index=index)
+                            remote_port=m.port, direction=direction, media_index=index,
+                            crypto_local=ours, crypto_remote=theirs)
     if result is None:
+        why = f": {reasons[0]}" if reasons else ""
         raise NoCommonCodec("no acceptable audio stream in the offer "
-                            f"(we support {', '.join(n for n, _, _ in wanted)} over RTP/AVP {local_type})")
+                            f"(we support {', '.join(n for n, _, _ in wanted)} over RTP/AVP"
+                            f"{'' if srtp == 'off' else ' or RTP/SAVP'} {local_type}){why}")
     return answer, result
 
 
 def parse_answer(offer_we_sent: SessionDescription, answer: SessionDescription) -> Negotiated:
     """What the peer accepted of our offer. Raises SdpError for a malformed answer and
-    NoCommonCodec when it accepted none of our audio."""
+    NoCommonCodec when it accepted none of our audio (or answered an RTP/SAVP offer without
+    a usable a=crypto for one of our keys)."""
+    why = "the answer accepted none of our audio codecs"
     if len(answer.media) != len(offer_we_sent.media):
         raise SdpError(f"answer has {len(answer.media)} media sections, offer had {len(offer_we_sent.media)}")
     for index, (om, am) in enumerate(zip(offer_we_sent.media, answer.media)):
@@ -664,6 +741,10 @@ def parse_answer(offer_we_sent: SessionDescription, answer: SessionDescription) 
         if match is None or conn is None:
             continue
         name, pt, rate = match
+        ours, theirs = _answered_crypto(om, am)
+        if om.proto == "RTP/SAVP" and theirs is None:
+            why = "the answer to our RTP/SAVP offer has no usable a=crypto"
+            continue
         our_send, our_recv = _dir_flags(offer_we_sent.media_direction(om))
         peer_send, peer_recv = _dir_flags(answer.media_direction(am))
         if conn.is_hold:
@@ -672,5 +753,17 @@ def parse_answer(offer_we_sent: SessionDescription, answer: SessionDescription) 
         return Negotiated(codec=name, payload_type=pt, clock_rate=rate, telephone_event_pt=te,
                           ptime=am.ptime or DEFAULT_PTIME, remote_addr=conn.address.split("/")[0],
                           remote_port=am.port, direction=_direction(our_send and peer_recv, our_recv and peer_send),
-                          media_index=index)
-    raise NoCommonCodec("the answer accepted none of our audio codecs")
+                          media_index=index, crypto_local=ours, crypto_remote=theirs)
+    raise NoCommonCodec(why)
+
+
+def _answered_crypto(om: Media, am: Media) -> tuple[sdes.Crypto | None, sdes.Crypto | None]:
+    """(our offered key, the peer's key) for the a=crypto the answer chose, or (None, None)."""
+    offered = {c.tag: c for c in offered_cryptos(om)[0]}
+    if not offered:
+        return None, None
+    for c in offered_cryptos(am)[0]:
+        mine = offered.get(c.tag)
+        if mine is not None and mine.suite == c.suite:
+            return mine, c
+    return None, None

@@ -441,6 +441,11 @@ class Eavesdrop:
             "Eavesdrop-Peer-Caller-ID-Number": (peer.get_variable("caller_id_number") or "")
             if peer is not None else "",
         }
+        # whether each leg runs SRTP (plain Python: this module also runs under MicroPython)
+        secure = (("Target", "target_secure", _secure(t)), ("Peer", "peer_secure", _secure(peer)),
+                  ("Spy", "spy_secure", _secure(s.spy)))
+        for who, _, value in secure:
+            h["Eavesdrop-" + who + "-Secure"] = "true" if value else "false"
         if extra:
             h.update(extra)
         s.spy.fire("CUSTOM", h, subclass=subclass)
@@ -450,6 +455,8 @@ class Eavesdrop:
                   "target_uuid": t.uuid, "peer_uuid": h["Eavesdrop-Peer-UUID"], "mode": s.mode,
                   "listen": s.listen, "target_caller_id": h["Eavesdrop-Target-Caller-ID-Number"],
                   "peer_caller_id": h["Eavesdrop-Peer-Caller-ID-Number"]}
+        for _, key, value in secure:
+            record[key] = value
         now = s.spy.clock.now_ms()
         if subclass == SUBCLASS_MODE:
             record["previous_mode"] = int(extra["Eavesdrop-Previous-Mode"])
@@ -467,6 +474,12 @@ class Eavesdrop:
             self.audit.record(record)
         except Exception as exc:   # an audit failure is logged, the call goes on
             log.error("audit record failed: %s (%r)", exc, record)
+
+
+def _secure(ch):
+    """Whether a channel's media leg runs SRTP (from ``leg.secure``); False without media."""
+    endpoint = getattr(ch, "endpoint", None) if ch is not None else None
+    return bool(getattr(getattr(endpoint, "media", None), "secure", False))
 
 
 def _known_events(sw):

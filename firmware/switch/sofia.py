@@ -10,6 +10,11 @@ carries each call from there on.
     profile = SofiaProfile(switch, sip, engine)   # sip: anything with .ua and .registrar
     ua.on_invite = profile.on_invite
     switch.register_endpoint("user", profile.originate)   # and "gateway", "sofia"
+
+SRTP policy per leg (``srtp_policy``): a known caller's user entry, else a gateway at the source
+address, else "offer" (take SRTP when the caller asks for it); outgoing legs take the callee's
+user or gateway entry, and ``sip_secure_media=true`` makes it "require". A peer that cannot meet
+"require" fails the call: 488 in, INCOMPATIBLE_DESTINATION out.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from firmware.sip import sdp
 from firmware.sip.ua import IncomingCall
 from firmware.sip.uri import SipUri, UriError
 
-from .channel import Channel, HangupCause
+from .channel import Channel, HangupCause, is_true
 from .core import DialString, OriginateError, Switch
 from .sofia_endpoint import SofiaEndpoint, offered_direction
 
@@ -45,6 +50,7 @@ class SofiaProfile:
         self.sip = sip
         self.engine = engine
         self.name = name
+        switch.secure_media_supported = True    # sip_secure_media=true can be honoured (SRTP)
         # a BYE nobody answers is the peer's problem, not ours
         self._tasks = aio.TaskSet("sofia", on_error=lambda exc: log.info(
             "SIP signalling after hangup failed: %r", exc))
@@ -57,6 +63,28 @@ class SofiaProfile:
         """Run signalling that nobody waits for (a BYE's transaction). Not a switch task: the
         switch cancels its tasks when it closes, and the BYEs of that last hangup must still go."""
         self._tasks.spawn(coro)
+
+    # --- SRTP policy ------------------------------------------------------------------------------
+
+    def srtp_policy(self, user: str | None = None, host: str | None = None,
+                    gateway: str | None = None, default: str = "off") -> str:
+        """The configured SRTP policy for a user id, a gateway name or a gateway's host."""
+        config = getattr(self.switch, "config", None)
+        if config is None:
+            return default
+        if user:
+            u = config.user(user)
+            if u is not None:
+                return getattr(u, "srtp", default)
+        if gateway:
+            g = config.gateway(gateway)
+            if g is not None:
+                return getattr(g, "srtp", default)
+        if host:
+            for g in getattr(config, "gateways", ()):
+                if g.host.rsplit(":", 1)[0].strip("[]") == host:
+                    return getattr(g, "srtp", default)
+        return default
 
     # --- incoming ---------------------------------------------------------------------------------
 
@@ -82,21 +110,23 @@ class SofiaProfile:
         if call.state != "early":       # CANCEL while the leg was opening
             leg.close()
             return
+        frm, to = call.from_.uri, call.invite.uri
+        from_user = getattr(frm, "user", None) or "anonymous"
+        from_host = getattr(frm, "host", "") or call.source.host
+        policy = self.srtp_policy(user=call.auth_user or from_user, host=call.source.host, default="offer")
         try:
-            answer, negotiated = sdp.negotiate(offer, self.engine.advertised_ip, leg.local_port)
+            answer, negotiated = sdp.negotiate(offer, self.engine.advertised_ip, leg.local_port, srtp=policy)
         except ValueError as exc:       # NoCommonCodec, or an offer we cannot read as audio
             log.warning("INVITE %s: %s", call.call_id, exc)
             leg.close()
             call.reject(488, "Not Acceptable Here")
             return
-        frm, to = call.from_.uri, call.invite.uri
-        from_user = getattr(frm, "user", None) or "anonymous"
-        from_host = getattr(frm, "host", "") or call.source.host
         dest = getattr(to, "user", None) or getattr(call.to.uri, "user", None) or ""
         name = f"sofia/{self.name}/{from_user}@{from_host}"
         ep = SofiaEndpoint(self, leg, name)
         ep.session_id = int(answer.origin.session_id)
         ep.local_sd = answer
+        ep.srtp = policy
         ep.remote_direction = offered_direction(offer)
         ep.use(negotiated)
         variables = {
@@ -108,12 +138,16 @@ class SofiaProfile:
             "sip_user_agent": call.invite.headers.get("User-Agent") or "",
             "read_codec": negotiated.codec, "write_codec": negotiated.codec,
         }
+        if negotiated.secure:
+            variables["sip_secure_media_confirmed"] = "true"
+            variables["rtp_secure_media_negotiated"] = negotiated.crypto_local.suite
         if call.auth_user:
             variables["user_name"] = call.auth_user
             variables["sip_authorized"] = "true"
         ch = self.switch.new_channel(ep, name=name, direction="inbound", **variables)
         ep.bind(call)
-        log.info("%s: INVITE for %s (%s, RTP %d)", name, dest, negotiated.codec, leg.local_port)
+        log.info("%s: INVITE for %s (%s, %s %d)", name, dest, negotiated.codec,
+                 "SRTP" if negotiated.secure else "RTP", leg.local_port)
         self.switch.start(ch)
 
     # --- outgoing ---------------------------------------------------------------------------------
@@ -157,8 +191,11 @@ class SofiaProfile:
             codecs = ("PCMA", "PCMU")       # the caller's codec first: no transcoding if the callee can
         ep = SofiaEndpoint(self, leg, name)
         ep.a_leg = a_leg
+        ep.srtp = "require" if is_true(variables.get("sip_secure_media")) else \
+            self.srtp_policy(user=dial.user if dial.kind == "user" else None,
+                             gateway=dial.gateway if dial.kind == "gateway" else None)
         ep.local_sd = sdp.make_offer(self.engine.advertised_ip, leg.local_port, codecs=codecs,
-                                     session_id=ep.session_id, version=ep.version)
+                                     session_id=ep.session_id, version=ep.version, srtp=ep.srtp)
         number = dial.number or dial.user or uri
         ch = sw.new_channel(ep, name=name, direction="outbound",
                             **dict(variables, destination_number=number, sip_req_uri=uri))

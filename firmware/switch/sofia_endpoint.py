@@ -10,6 +10,9 @@ The far side acted (SIP events → the channel): 180/183 → ``mark_ringing``/``
 ORIGINATOR_CANCEL, BYE → NORMAL_CLEARING; RFC 4733 key presses queue DTMF with source "rtp",
 INFO key presses with source "endpoint" (FreeSWITCH's names). A re-INVITE is answered from our
 RTP leg and, when its direction changes (hold / unhold), offered on to the bridged leg.
+
+SRTP: ``srtp`` is this leg's policy ("off" | "offer" | "require", see ``firmware.sip.sdp``);
+re-offers and re-answers keep the negotiated key so the SRTP session (ROC, replay window) goes on.
 """
 from __future__ import annotations
 
@@ -62,6 +65,7 @@ class SofiaEndpoint:
         self.local_sd: sdp.SessionDescription | None = None    # our current SDP
         self.negotiated: sdp.Negotiated | None = None
         self.remote_direction = "sendrecv"          # what the far end last offered
+        self.srtp = "off"                           # SRTP policy of this leg
         leg.on_digit = self._rtp_digit
 
     def attach(self, channel: Channel) -> None:
@@ -219,8 +223,10 @@ class SofiaEndpoint:
         if not body:
             return self.sdp_bytes      # an offerless re-INVITE: our SDP is the offer
         offer = sdp.parse(body)
+        key = self.negotiated.crypto_local if self.negotiated is not None else None
         answer, negotiated = sdp.negotiate(offer, self.profile.engine.advertised_ip, self.media.local_port,
-                                           session_id=self.session_id, version=self.version + 1)
+                                           session_id=self.session_id, version=self.version + 1,
+                                           srtp=self.srtp, srtp_key=key)
         self.version += 1
         self.local_sd = answer
         self.use(negotiated)
@@ -238,16 +244,27 @@ class SofiaEndpoint:
                     log.warning("%s: passing %s to %s failed: %r", self.name, direction, peer.name, exc)
         return answer.encode()
 
+    def _reoffer_srtp(self) -> tuple[str, list | None]:
+        """(srtp mode, our current key) for a re-offer: the same profile and key as now."""
+        n = self.negotiated
+        if n is None or not n.secure:
+            return ("require" if self.srtp == "require" else "off"), None
+        audio = [m for m in (self.local_sd.media if self.local_sd else []) if m.kind == "audio"]
+        savp = bool(audio) and audio[0].proto == "RTP/SAVP"
+        return ("require" if savp or self.srtp == "require" else "offer"), [n.crypto_local]
+
     async def reoffer(self, direction: str) -> None:
         """Send a re-INVITE offering ``direction`` (hold: sendonly/inactive, unhold: sendrecv)."""
         call = self.call
         if call is None or call.state not in ("answered", "confirmed"):
             return
         te = self.media.stream.telephone_event_pt
+        mode, cryptos = self._reoffer_srtp()
         offer = sdp.make_offer(self.profile.engine.advertised_ip, self.media.local_port,
                                codecs=(self.media.codec,),
                                telephone_event_pt=te if te is not None and 96 <= te <= 127 else None,
-                               direction=direction, session_id=self.session_id, version=self.version + 1)
+                               direction=direction, session_id=self.session_id, version=self.version + 1,
+                               srtp=mode, cryptos=cryptos)
         self.version += 1
         resp = await call.reinvite(offer.encode())
         if 200 <= resp.status < 300 and resp.body:

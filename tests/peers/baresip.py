@@ -59,6 +59,7 @@ class Account:
     codecs: Sequence[str] = ("pcmu",)
     regint: int = 60
     transport: str = "udp"
+    mediaenc: str | None = None   # "srtp" (best effort, RTP/AVP + a=crypto) or "srtp-mand" (RTP/SAVP)
 
     def __post_init__(self) -> None:
         for label, value in (("user", self.user), ("password", self.password),
@@ -71,8 +72,10 @@ class Account:
         bad = [c for c in self.codecs if c.lower() not in CODECS]
         if not self.codecs or bad:
             raise ValueError(f"codecs {list(self.codecs)!r}: need a non-empty subset of {CODECS}")
-        if self.transport not in ("udp", "tcp"):
-            raise ValueError(f"transport {self.transport!r} not in ('udp', 'tcp')")
+        if self.transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"transport {self.transport!r} not in ('udp', 'tcp', 'tls')")
+        if self.mediaenc not in (None, "srtp", "srtp-mand", "srtp-mandf"):
+            raise ValueError(f"mediaenc {self.mediaenc!r} not in (None, 'srtp', 'srtp-mand', 'srtp-mandf')")
         if self.registrar is None and (self.password or self.domain):
             raise ValueError("password/domain need a registrar")
         if self.regint < 1:
@@ -95,6 +98,8 @@ class Account:
             parts.append(f"auth_pass={self.password}")
         parts.append(f"answermode={self.answermode}")
         parts.append("audio_codecs=" + ",".join(c.lower() for c in self.codecs))
+        if self.mediaenc:
+            parts.append(f"mediaenc={self.mediaenc}")
         return ";".join(parts)
 
 
@@ -120,13 +125,15 @@ class Baresip:
 
     `source`: a path to an 8 kHz mono 16-bit WAV (played once through aufile, then silence;
     repeated instead with `loop_source`), a frequency in Hz (ausine), or None for silence.
-    `lifetime` bounds the process (`-t`).
+    `lifetime` bounds the process (`-t`). `tls_cafile` (PEM) is the CA/certificate baresip trusts for
+    `transport="tls"` accounts (`sip_cafile`), `tls_certificate` its own cert+key PEM (`sip_certificate`).
     """
 
     def __init__(self, workdir: Path, name: str,
                  accounts: Account | Sequence[Account] | None = None,
                  *, source: Path | str | float | None = None, loop_source: bool = False,
-                 lifetime: float = 30.0) -> None:
+                 lifetime: float = 30.0, tls_cafile: Path | None = None,
+                 tls_certificate: Path | None = None) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ValueError(f"name {name!r}: use letters, digits, - and _")
         if lifetime <= 0:
@@ -145,6 +152,8 @@ class Baresip:
         self.lifetime = lifetime
         self.source = source
         self.loop_source = loop_source
+        self.tls_cafile = tls_cafile
+        self.tls_certificate = tls_certificate
         self.sip_port = free_port(2)   # baresip binds SIP/TLS on sip_port + 1
         self.ctrl_port = free_port(1, udp=False)
         self.rtp_ports = rtp_range(20)
@@ -223,6 +232,7 @@ class Baresip:
             "module\t\t\taufile.so",
             "module\t\t\tausine.so",
             "module\t\t\tsndfile.so",
+            *(["module\t\t\tsrtp.so"] if any(a.mediaenc for a in self.accounts) else []),
             "module_tmp\t\taccount.so",
             "module_app\t\tmenu.so",
             "module_app\t\tctrl_tcp.so",
@@ -230,6 +240,10 @@ class Baresip:
             f"ctrl_tcp_listen\t\t{HOST}:{self.ctrl_port}",
             f"snd_path\t\t{self.rec_dir}",
         ]
+        if self.tls_cafile is not None:
+            lines.append(f"sip_cafile\t\t{Path(self.tls_cafile).resolve()}")
+        if self.tls_certificate is not None:
+            lines.append(f"sip_certificate\t\t{Path(self.tls_certificate).resolve()}")
         (self.dir / "config").write_text("\n".join(lines) + "\n")
         (self.dir / "accounts").write_text(
             "".join(a.line(self.sip_port) + "\n" for a in self.accounts))

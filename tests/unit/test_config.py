@@ -55,7 +55,7 @@ def test_unknown_key_is_an_error_with_its_line():
         config.parse(text, "stick/earshot.toml")
     line = text.splitlines().index('domian = "earshot.local"') + 1
     assert err.value.lines() == [
-        f"stick/earshot.toml:{line}: sip.domian: unknown key (expected one of: listen, domain, rtp_ports, external_address, digest_algorithms)"]
+        f"stick/earshot.toml:{line}: sip.domian: unknown key (expected one of: listen, domain, rtp_ports, external_address, digest_algorithms, tls_listen, tls_cert, tls_key, tls_verify_clients, tls_ca)"]
 
 
 def test_every_problem_is_reported_at_once_and_secrets_never_shown():
@@ -87,11 +87,35 @@ def test_every_problem_is_reported_at_once_and_secrets_never_shown():
     ('[log]\nlevel = "loud"\n', "log.level: must be one of"),
     ('users = 3\n', "users: must be an array of tables"),
     ('[sip\n', "not valid TOML"),
+    ('[sip]\ntls_listen = "0.0.0.0:70000"\n', "sip.tls_listen: port out of range"),
+    ('[sip]\ntls_cert = "c.pem"\n', "sip.tls_key: tls_cert and tls_key go together"),
+    ('[sip]\ntls_cert = "c.pem"\ntls_key = "k.pem"\n', "sip.tls_cert: file not found"),
+    ('[sip]\ntls_verify_clients = true\n', "sip.tls_verify_clients: needs tls_ca"),
+    ('[sip]\ntls_verify_clients = "yes"\n', "sip.tls_verify_clients: must be true or false"),
+    ('[[gateways]]\nname = "g"\nhost = "h"\ntransport = "sctp"\n',
+     'gateways[0].transport: must be "udp", "tcp" or "tls"'),
+    ('[[gateways]]\nname = "g"\nhost = "h"\ntls_verify = 1\n', "gateways[0].tls_verify: must be true or false"),
 ])
 def test_bad_values_name_key_and_reason(bad, reason, tmp_path):
     with pytest.raises(config.ConfigError) as err:
         config.parse(bad, "x.toml", str(tmp_path))
     assert reason in str(err.value)
+
+
+def test_tls_keys_parse_with_defaults_off_and_files_resolved(tmp_path):
+    cfg = config.parse(GOOD, "e.toml")
+    assert cfg.sip.tls_listen == "" and not cfg.sip.tls_verify_clients
+    assert cfg.gateway("pbx").transport == "udp" and cfg.gateway("pbx").tls_verify
+    for name in ("c.pem", "k.pem", "ca.pem"):
+        (tmp_path / name).write_text("x")
+    text = GOOD.replace('rtp_ports = "16384-16999"\n',
+                        'rtp_ports = "16384-16999"\ntls_listen = "0.0.0.0:5061"\ntls_cert = "c.pem"\n'
+                        'tls_key = "k.pem"\ntls_verify_clients = true\ntls_ca = "ca.pem"\n')
+    text = text.replace('username = "earshot"\n', 'username = "earshot"\ntransport = "tls"\ntls_verify = false\n')
+    cfg = config.parse(text, "e.toml", str(tmp_path))
+    assert cfg.sip.tls_listen == "0.0.0.0:5061" and cfg.sip.tls_verify_clients
+    assert cfg.resolve(cfg.sip.tls_cert) == tmp_path / "c.pem"
+    assert cfg.gateway("pbx").transport == "tls" and cfg.gateway("pbx").tls_verify is False
 
 
 def test_load_reports_unreadable_file(tmp_path):
@@ -141,3 +165,17 @@ def test_check_config_command(tmp_path):
     assert r.returncode == 1
     assert f"{bad}:" in r.stderr and "control.listen: must be a string (got 8021)" in r.stderr
     assert "esl-secret" not in r.stderr + r.stdout
+
+
+def test_srtp_policy_per_user_and_gateway_defaults_off_and_is_checked(tmp_path):
+    cfg = config.parse(GOOD, "e.toml")
+    assert cfg.user("1001").srtp == "off" and cfg.gateway("pbx").srtp == "off"
+    text = GOOD.replace('eavesdrop_group = "sales"\n', 'eavesdrop_group = "sales"\nsrtp = "require"\n')
+    text = text.replace('username = "earshot"\n', 'username = "earshot"\nsrtp = "offer"\n')
+    cfg = config.parse(text, "e.toml")
+    assert cfg.user("1001").srtp == "require" and cfg.gateway("pbx").srtp == "offer"
+    for bad, where in (('[[users]]\nid = "1"\npassword = "x"\nsrtp = "on"\n', "users[0].srtp"),
+                       ('[[gateways]]\nname = "g"\nhost = "h"\nsrtp = "yes"\n', "gateways[0].srtp")):
+        with pytest.raises(config.ConfigError) as err:
+            config.parse(bad, "x.toml", str(tmp_path))
+        assert f'{where}: must be "off", "offer" or "require"' in str(err.value)
