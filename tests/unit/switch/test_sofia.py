@@ -44,13 +44,16 @@ def run(coro, timeout: float = 30.0):
 
 
 class Rig:
-    async def start(self) -> "Rig":
+    """Earshot's B2BUA in-process (UA, switch, media engine) with phones made of our own UA and
+    a loopback RTP socket; other test files start it with their own dialplan, users and ports."""
+
+    async def start(self, users=(), plan: str = PLAN, ports: str = PORTS) -> "Rig":
         self.t = Transport(HOST, 0)
         await self.t.start()
         self.ua = UserAgent(self.t, domain=HOST, timers=TIMERS, trusted_hosts={HOST})
-        self.switch = Switch(Config(sip=SipConfig(listen=f"{HOST}:0", rtp_ports=PORTS)),
-                             dialplan=Dialplan.parse(PLAN))
-        self.engine = MediaEngine(PORTS, HOST)
+        self.switch = Switch(Config(sip=SipConfig(listen=f"{HOST}:0", rtp_ports=ports), users=tuple(users)),
+                             dialplan=Dialplan.parse(plan))
+        self.engine = MediaEngine(ports, HOST)
         await self.engine.start()
         attach(self.switch, SimpleNamespace(ua=self.ua, registrar=None), self.engine)
         self.events: list[ev.Event] = []

@@ -4,19 +4,15 @@ and a peer that cannot meet the policy fails the call with a clear cause."""
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
-from firmware.config import Config, SipConfig, User
-from firmware.media.engine import MediaEngine
+from firmware.config import User
 from firmware.media.rtp import RtpPacket
 from firmware.media.srtp import SrtpContext
 from firmware.sip import sdes, sdp
-from firmware.sip.transport import Transport
-from firmware.sip.ua import IncomingCall, UserAgent
-from firmware.switch import Dialplan, Switch
-from firmware.switch.wiring import attach
-from tests.unit.media import Phone, until
+from firmware.sip.ua import IncomingCall
+from tests.unit.media import until
 from tests.unit.switch.test_sofia import HOST, TIMERS, remote_rtp_port, run
+from tests.unit.switch.test_sofia import Rig as SofiaRig
 
 PORTS = "31320-31339"
 PLAN = """<include><context name="default">
@@ -30,39 +26,9 @@ PLAN = """<include><context name="default">
 </context></include>"""
 
 
-class Rig:
+class Rig(SofiaRig):
     async def start(self, users=()) -> "Rig":
-        self.t = Transport(HOST, 0)
-        await self.t.start()
-        self.ua = UserAgent(self.t, domain=HOST, timers=TIMERS, trusted_hosts={HOST})
-        self.switch = Switch(Config(sip=SipConfig(listen=f"{HOST}:0", rtp_ports=PORTS), users=tuple(users)),
-                             dialplan=Dialplan.parse(PLAN))
-        self.engine = MediaEngine(PORTS, HOST)
-        await self.engine.start()
-        attach(self.switch, SimpleNamespace(ua=self.ua, registrar=None), self.engine)
-        self.phones: list = []
-        return self
-
-    async def phone(self) -> SimpleNamespace:
-        t = Transport(HOST, 0)
-        await t.start()
-        p = SimpleNamespace(t=t, ua=UserAgent(t, domain=HOST, timers=TIMERS), rtp=Phone(), calls=asyncio.Queue())
-        p.ua.on_invite = p.calls.put_nowait
-        self.phones.append(p)
-        return p
-
-    async def idle(self) -> None:
-        await until(lambda: len(self.switch) == 0 and self.engine.legs == 0, 5)
-        await self.engine.wait_idle()
-        assert self.engine.ports.available == self.engine.ports.capacity
-
-    async def close(self) -> None:
-        await self.switch.close()
-        await self.engine.stop()
-        await self.ua.close()
-        for p in self.phones:
-            await p.ua.close()
-            p.rtp.close()
+        return await super().start(users, plan=PLAN, ports=PORTS)
 
 
 def context(n: sdp.Negotiated) -> SrtpContext:
