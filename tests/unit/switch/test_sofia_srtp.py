@@ -11,7 +11,7 @@ from firmware.media.srtp import SrtpContext
 from firmware.sip import sdes, sdp
 from firmware.sip.ua import IncomingCall
 from tests.unit.media import until
-from tests.unit.switch.test_sofia import HOST, TIMERS, remote_rtp_port, run
+from tests.unit.switch.test_sofia import HOST, remote_rtp_port, run
 from tests.unit.switch.test_sofia import Rig as SofiaRig
 
 PORTS = "31320-31339"
