@@ -1,8 +1,9 @@
 """The switch: channels, the XML dialplan, applications, db and events (FreeSWITCH's model)."""
 
-from .channel import (Channel, ChannelHungUp, ChannelState, DtmfDigit, Endpoint, HangupCause,
-                      InvalidTransition, LoopbackEndpoint, Media, NullEndpoint, NullMedia, SystemClock,
-                      VirtualClock, cause_to_sip, parse_dtmf_string, sip_to_cause)
+from .causes import HangupCause, cause_to_sip, sip_to_cause
+from .channel import Channel, ChannelHungUp, ChannelState, DtmfDigit, InvalidTransition, parse_dtmf_string
+from .clock import SystemClock, VirtualClock
+from .endpoint import Endpoint, LoopbackEndpoint, Media, NullEndpoint, NullMedia
 from .core import DialString, OriginateError, Switch, parse_dial_string, parse_leg
 from .db import Db
 from .dialplan import Dialplan, DialplanError, DialplanHolder

@@ -22,164 +22,19 @@ from __future__ import annotations
 import logging
 import uuid as _uuid
 from dataclasses import dataclass
-from enum import Enum, IntEnum
-from typing import Any, Protocol
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
 
 from firmware import aio
 
 from . import events as ev
+from .causes import HangupCause, cause_to_sip, sip_to_cause  # noqa: F401 - re-exported
+from .clock import Clock, SystemClock, VirtualClock  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
-
-
-class HangupCause(IntEnum):
-    """Q.850 causes by FreeSWITCH name (values above 127 are FreeSWITCH's own)."""
-
-    NONE = 0
-    UNALLOCATED_NUMBER = 1
-    NO_ROUTE_TRANSIT_NET = 2
-    NO_ROUTE_DESTINATION = 3
-    CHANNEL_UNACCEPTABLE = 6
-    CALL_AWARDED_DELIVERED = 7
-    NORMAL_CLEARING = 16
-    USER_BUSY = 17
-    NO_USER_RESPONSE = 18
-    NO_ANSWER = 19
-    SUBSCRIBER_ABSENT = 20
-    CALL_REJECTED = 21
-    NUMBER_CHANGED = 22
-    REDIRECTION_TO_NEW_DESTINATION = 23
-    EXCHANGE_ROUTING_ERROR = 25
-    DESTINATION_OUT_OF_ORDER = 27
-    INVALID_NUMBER_FORMAT = 28
-    FACILITY_REJECTED = 29
-    RESPONSE_TO_STATUS_ENQUIRY = 30
-    NORMAL_UNSPECIFIED = 31
-    NORMAL_CIRCUIT_CONGESTION = 34
-    NETWORK_OUT_OF_ORDER = 38
-    NORMAL_TEMPORARY_FAILURE = 41
-    SWITCH_CONGESTION = 42
-    ACCESS_INFO_DISCARDED = 43
-    REQUESTED_CHAN_UNAVAIL = 44
-    PRE_EMPTED = 45
-    FACILITY_NOT_SUBSCRIBED = 50
-    OUTGOING_CALL_BARRED = 52
-    INCOMING_CALL_BARRED = 54
-    BEARERCAPABILITY_NOTAUTH = 57
-    BEARERCAPABILITY_NOTAVAIL = 58
-    SERVICE_UNAVAILABLE = 63
-    BEARERCAPABILITY_NOTIMPL = 65
-    CHAN_NOT_IMPLEMENTED = 66
-    FACILITY_NOT_IMPLEMENTED = 69
-    SERVICE_NOT_IMPLEMENTED = 79
-    INVALID_CALL_REFERENCE = 81
-    INCOMPATIBLE_DESTINATION = 88
-    INVALID_MSG_UNSPECIFIED = 95
-    MANDATORY_IE_MISSING = 96
-    MESSAGE_TYPE_NONEXIST = 97
-    WRONG_MESSAGE = 98
-    IE_NONEXIST = 99
-    INVALID_IE_CONTENTS = 100
-    WRONG_CALL_STATE = 101
-    RECOVERY_ON_TIMER_EXPIRE = 102
-    MANDATORY_IE_LENGTH_ERROR = 103
-    PROTOCOL_ERROR = 111
-    INTERWORKING = 127
-    SUCCESS = 142
-    ORIGINATOR_CANCEL = 487
-    CRASH = 500
-    SYSTEM_SHUTDOWN = 501
-    LOSE_RACE = 502
-    MANAGER_REQUEST = 503
-    BLIND_TRANSFER = 600
-    ATTENDED_TRANSFER = 601
-    ALLOTTED_TIMEOUT = 602
-    USER_CHALLENGE = 603
-    MEDIA_TIMEOUT = 604
-    PICKED_OFF = 605
-    USER_NOT_REGISTERED = 606
-    PROGRESS_TIMEOUT = 607
-    INVALID_GATEWAY = 608
-    GATEWAY_DOWN = 609
-    INVALID_URL = 610
-    INVALID_PROFILE = 611
-    NO_PICKUP = 612
-
-    @classmethod
-    def parse(cls, text: str) -> HangupCause:
-        """A cause by name (any case) or number; ValueError when unknown."""
-        t = text.strip()
-        if t.isdigit():
-            try:
-                return cls(int(t))
-            except ValueError:
-                raise ValueError(f"unknown hangup cause number {t}") from None
-        try:
-            return cls[t.upper()]
-        except KeyError:
-            raise ValueError(f"unknown hangup cause {text!r}") from None
-
-
-# RFC 4497-style tables, as mod_sofia applies them (sofia.c hangup_cause_to_sip,
-# sofia_glue_sip_cause_to_freeswitch).
-_CAUSE_TO_SIP: dict[HangupCause, int] = {}
-for _codes, _sip in (
-    (("UNALLOCATED_NUMBER", "NO_ROUTE_TRANSIT_NET", "NO_ROUTE_DESTINATION"), 404),
-    (("USER_BUSY",), 486),
-    (("NO_USER_RESPONSE",), 408),
-    (("NO_ANSWER", "SUBSCRIBER_ABSENT", "NORMAL_UNSPECIFIED", "USER_NOT_REGISTERED"), 480),
-    (("CALL_REJECTED",), 603),
-    (("NUMBER_CHANGED", "REDIRECTION_TO_NEW_DESTINATION"), 410),
-    (("DESTINATION_OUT_OF_ORDER", "INVALID_PROFILE"), 502),
-    (("INVALID_NUMBER_FORMAT", "INVALID_URL", "INVALID_GATEWAY"), 484),
-    (("FACILITY_REJECTED", "FACILITY_NOT_IMPLEMENTED", "SERVICE_NOT_IMPLEMENTED"), 501),
-    (("REQUESTED_CHAN_UNAVAIL", "NORMAL_CIRCUIT_CONGESTION", "NETWORK_OUT_OF_ORDER",
-      "NORMAL_TEMPORARY_FAILURE", "SWITCH_CONGESTION", "GATEWAY_DOWN", "BEARERCAPABILITY_NOTAVAIL"), 503),
-    (("OUTGOING_CALL_BARRED", "INCOMING_CALL_BARRED", "BEARERCAPABILITY_NOTAUTH"), 403),
-    (("BEARERCAPABILITY_NOTIMPL", "INCOMPATIBLE_DESTINATION"), 488),
-    (("RECOVERY_ON_TIMER_EXPIRE",), 504),
-    (("ORIGINATOR_CANCEL",), 487),
-    (("EXCHANGE_ROUTING_ERROR",), 483),
-):
-    for _name in _codes:
-        _CAUSE_TO_SIP[HangupCause[_name]] = _sip
-
-_SIP_TO_CAUSE: dict[int, HangupCause] = {200: HangupCause.NORMAL_CLEARING}
-for _statuses, _name in (
-    ((401, 402, 403, 407, 603), "CALL_REJECTED"),
-    ((404,), "UNALLOCATED_NUMBER"),
-    ((485, 604), "NO_ROUTE_DESTINATION"),
-    ((408, 504), "RECOVERY_ON_TIMER_EXPIRE"),
-    ((410,), "NUMBER_CHANGED"),
-    ((413, 414, 416, 420, 421, 423, 505, 513), "INTERWORKING"),
-    ((480,), "NO_USER_RESPONSE"),
-    ((400, 481, 500, 503), "NORMAL_TEMPORARY_FAILURE"),
-    ((486, 600), "USER_BUSY"),
-    ((484,), "INVALID_NUMBER_FORMAT"),
-    ((488, 606), "INCOMPATIBLE_DESTINATION"),
-    ((502,), "NETWORK_OUT_OF_ORDER"),
-    ((405,), "SERVICE_UNAVAILABLE"),
-    ((406, 415, 501), "SERVICE_NOT_IMPLEMENTED"),
-    ((482, 483), "EXCHANGE_ROUTING_ERROR"),
-    ((487,), "ORIGINATOR_CANCEL"),
-):
-    for _status in _statuses:
-        _SIP_TO_CAUSE[_status] = HangupCause[_name]
-
-
-def cause_to_sip(cause: HangupCause | int) -> int:
-    """The final SIP response for a call refused with ``cause`` (480 when there is no mapping)."""
-    try:
-        return _CAUSE_TO_SIP.get(HangupCause(cause), 480)
-    except ValueError:
-        return 480
-
-
-def sip_to_cause(status: int) -> HangupCause:
-    """The hangup cause for a SIP final response (NORMAL_UNSPECIFIED when there is no mapping)."""
-    if not 100 <= status <= 699:
-        raise ValueError(f"not a SIP status code: {status}")
-    return _SIP_TO_CAUSE.get(status, HangupCause.NORMAL_UNSPECIFIED)
 
 
 class ChannelState(Enum):
@@ -220,105 +75,6 @@ class InvalidTransition(ValueError):
 
 class ChannelHungUp(Exception):
     """The channel hung up while something was waiting on it."""
-
-
-# --- time -------------------------------------------------------------------------------------------
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...
-
-    async def sleep_ms(self, ms: int) -> None: ...
-
-    async def wait_for_ms(self, aw: Any, ms: int) -> Any: ...
-
-
-class SystemClock:
-    """The event loop's time."""
-
-    def now_ms(self) -> int:
-        return aio.ticks_ms()
-
-    async def sleep_ms(self, ms: int) -> None:
-        await aio.sleep_ms(ms)
-
-    async def wait_for_ms(self, aw: Any, ms: int) -> Any:
-        return await aio.wait_for_ms(aw, ms)
-
-
-class VirtualClock:
-    """A clock that moves only when told (``await advance(ms)``): timing tests without sleeping."""
-
-    def __init__(self) -> None:
-        self._now = 0
-        self._seq = 0
-        self._timers: list[list] = []  # [deadline, seq, callback]
-
-    def now_ms(self) -> int:
-        return self._now
-
-    @property
-    def pending(self) -> int:
-        return len(self._timers)
-
-    def _add(self, ms: int, callback) -> list:
-        self._seq += 1
-        timer = [self._now + max(0, int(ms)), self._seq, callback]
-        self._timers.append(timer)
-        return timer
-
-    def _remove(self, timer: list) -> None:
-        if timer in self._timers:
-            self._timers.remove(timer)
-
-    async def sleep_ms(self, ms: int) -> None:
-        woken = aio.Event()
-        timer = self._add(ms, woken.set)
-        try:
-            await woken.wait()
-        finally:
-            self._remove(timer)
-
-    async def wait_for_ms(self, aw: Any, ms: int) -> Any:
-        task = aio.create_task(aw)
-        expired = []
-
-        def expire() -> None:
-            expired.append(True)
-            task.cancel()
-
-        timer = self._add(ms, expire)
-        try:
-            return await task
-        except aio.CancelledError:
-            if expired:
-                raise aio.TimeoutError() from None
-            raise
-        finally:
-            self._remove(timer)
-            if not task.done():
-                task.cancel()
-
-    @staticmethod
-    async def settle(rounds: int = 20) -> None:
-        """Let every ready task run (a few loop turns); no time passes."""
-        for _ in range(rounds):
-            await aio.sleep(0)
-
-    async def advance(self, ms: int) -> None:
-        """Move time forward by ``ms``, firing due timers in deadline order."""
-        target = self._now + ms
-        await self.settle()
-        while True:
-            due = [t for t in self._timers if t[0] <= target]
-            if not due:
-                break
-            timer = min(due, key=lambda t: (t[0], t[1]))
-            self._timers.remove(timer)
-            self._now = max(self._now, timer[0])
-            timer[2]()
-            await self.settle()
-        self._now = target
-        await self.settle()
 
 
 # --- DTMF -------------------------------------------------------------------------------------------
@@ -369,126 +125,8 @@ def parse_dtmf_string(text: str) -> list[tuple[str, int]]:
     return steps
 
 
-# --- endpoints --------------------------------------------------------------------------------------
 
-class Media(Protocol):
-    def play(self, source: str) -> Any: ...   # awaitable; FileNotFoundError/ValueError for bad sources
-
-    def stop_playback(self) -> None: ...
-
-    def echo(self, on: bool) -> None: ...
-
-
-class Endpoint(Protocol):
-    """What a channel drives: the SIP dialog, the handset, a loopback. See the module docstring."""
-
-    name: str
-    media: Media | None
-
-    async def answer(self) -> None: ...
-
-    async def pre_answer(self) -> None: ...
-
-    async def ring(self) -> None: ...
-
-    async def hangup(self, cause: HangupCause) -> None: ...
-
-    def send_dtmf(self, digit: str, duration_ms: int = DEFAULT_DTMF_MS) -> None: ...
-
-
-class NullMedia:
-    """Media that records what it was asked to do; ``play`` finishes at once."""
-
-    def __init__(self) -> None:
-        self.played: list[str] = []
-        self.echoing = False
-        self.stopped = 0
-
-    async def play(self, source: str) -> None:
-        self.played.append(source)
-
-    def stop_playback(self) -> None:
-        self.stopped += 1
-
-    def echo(self, on: bool) -> None:
-        self.echoing = on
-
-
-class NullEndpoint:
-    """An endpoint with no signalling: records the calls made on it (tests, local channels)."""
-
-    def __init__(self, name: str = "null/local", media: Media | None = None) -> None:
-        self.name = name
-        self.media: Media | None = media if media is not None else NullMedia()
-        self.calls: list[str] = []
-        self.sent_dtmf: list[str] = []
-        self.channel: Channel | None = None
-
-    def attach(self, channel: Channel) -> None:
-        self.channel = channel
-
-    async def answer(self) -> None:
-        self.calls.append("answer")
-
-    async def pre_answer(self) -> None:
-        self.calls.append("pre_answer")
-
-    async def ring(self) -> None:
-        self.calls.append("ring")
-
-    async def hangup(self, cause: HangupCause) -> None:
-        self.calls.append(f"hangup:{cause.name}")
-
-    def send_dtmf(self, digit: str, duration_ms: int = DEFAULT_DTMF_MS) -> None:
-        self.sent_dtmf.append(digit)
-
-
-class LoopbackEndpoint(NullEndpoint):
-    """One half of a loopback pair: what one side does, the other side's channel sees."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.peer: LoopbackEndpoint | None = None
-
-    @staticmethod
-    def pair(a_name: str, b_name: str) -> tuple[LoopbackEndpoint, LoopbackEndpoint]:
-        a, b = LoopbackEndpoint(a_name), LoopbackEndpoint(b_name)
-        a.peer, b.peer = b, a
-        return a, b
-
-    def _peer_channel(self) -> Channel | None:
-        return self.peer.channel if self.peer else None
-
-    async def answer(self) -> None:
-        await super().answer()
-        peer = self._peer_channel()
-        if peer and peer.up and peer.state is not ChannelState.ANSWERED:
-            peer.mark_answered()
-
-    async def pre_answer(self) -> None:
-        await super().pre_answer()
-        peer = self._peer_channel()
-        if peer and peer.state in (ChannelState.NEW, ChannelState.ROUTING, ChannelState.RINGING):
-            peer.mark_early()
-
-    async def ring(self) -> None:
-        await super().ring()
-        peer = self._peer_channel()
-        if peer and peer.state in (ChannelState.NEW, ChannelState.ROUTING):
-            peer.mark_ringing()
-
-    async def hangup(self, cause: HangupCause) -> None:
-        await super().hangup(cause)
-        peer = self._peer_channel()
-        if peer and peer.up:
-            peer.remote_hangup(cause)
-
-    def send_dtmf(self, digit: str, duration_ms: int = DEFAULT_DTMF_MS) -> None:
-        super().send_dtmf(digit, duration_ms)
-        peer = self._peer_channel()
-        if peer and peer.up:
-            peer.queue_dtmf(digit, source="loopback")
-
+# endpoints (the Endpoint/Media protocols, null and loopback endpoints): endpoint.py
 
 # --- the channel ------------------------------------------------------------------------------------
 
@@ -823,3 +461,5 @@ _TRUE = frozenset({"true", "yes", "on", "1", "enabled", "active", "allow"})
 def is_true(value: str | None) -> bool:
     """FreeSWITCH's switch_true."""
     return value is not None and value.strip().lower() in _TRUE
+
+

@@ -27,8 +27,10 @@ from firmware.config import Config
 
 from . import events as ev
 from .apps import BUILTIN_APPS, Transfer
-from .channel import (Channel, ChannelHungUp, Clock, Endpoint, HangupCause, LoopbackEndpoint,
-                      SystemClock, is_true)
+from .causes import HangupCause
+from .channel import Channel, ChannelHungUp, is_true
+from .clock import Clock, SystemClock
+from .endpoint import Endpoint, LoopbackEndpoint
 from .db import Db
 from .dialplan import Dialplan, DialplanHolder
 from .expand import ApiRegistry, expand
