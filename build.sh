@@ -14,7 +14,7 @@ APT_BUILD="build-essential pkg-config python3-dev python3-venv libspandsp-dev li
 APT_PI="portaudio19-dev"
 # Tests: real peers and signal tools (see docs/testing.md).
 APT_TEST="espeak-ng sox libsox-fmt-all baresip baresip-core sip-tester kamailio kamailio-extra-modules
-          portaudio19-dev libasound2-plugins alsa-utils"
+          portaudio19-dev libasound2-plugins alsa-utils tshark"
 
 log() { printf '[build] %s\n' "$*" >&2; }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ from .player import DigitFlush, Producers
 from .relay import CrossTap, Relay
 from .srtp import SrtpContext
 from .stream import DIGIT_GAP_TICKS, RtpStream
+
+log = logging.getLogger("earshot.media")
 
 if TYPE_CHECKING:
     from firmware.sip.sdp import Negotiated
@@ -218,8 +221,21 @@ class RtpLeg(Producers):
             self.engine.clock.remove(self._tap_tick)
             self._tap_watch = False
         if not self.stream.closed:
+            self._report_srtp()
             self.stream.close()
             self.engine._closed(self)
+
+    def _report_srtp(self) -> None:
+        """Say, once per leg, how many SRTP packets were refused (forged, tampered, replayed)."""
+        srtp = self.stream.srtp
+        if srtp is None:
+            return
+        st = srtp.stats
+        dropped = st.get("auth_failures", 0) + st.get("replays", 0) + st.get("rx_errors", 0) + st.get("key_expired", 0)
+        if dropped:
+            log.warning("RTP port %d: SRTP dropped %d packets (auth failures %d, replays %d, other %d)",
+                        self.local_port, dropped, st.get("auth_failures", 0), st.get("replays", 0),
+                        st.get("rx_errors", 0) + st.get("key_expired", 0))
 
     async def wait_closed(self) -> None:
         await self.stream.wait_closed()
