@@ -11,7 +11,8 @@ playback never starves. ``read_frame``/``send_frame`` are 8 kHz, 20 ms, as for a
 dialplan at the destination — the digits keyed while on-hook (dial ``881001``, then lift), else
 ``[handset] destination``; keypad tones while a call is up are queued on the channel as DTMF
 (``source="inband"``); on-hook hangs up. ``hook = "always"`` (a headset) is off-hook from the
-start and ``#`` dials the keyed digits after a call ended.
+start and ``#`` dials the keyed digits after a call ended. ``hook = "hid"`` follows the card's own
+hook switch through hidraw (``hw/hid.py``); ``"gpio"`` takes it from the panel's hook input.
 """
 from __future__ import annotations
 
@@ -204,8 +205,19 @@ class Handset:
         """Start capturing (keypad detection runs from now on); ``always`` goes off-hook at once."""
         self.leg.start()
         if self.hook == "hid":
-            log.warning("[handset] hook = \"hid\" is not supported yet: the hook follows set_hook() only "
-                        "(wire it to GPIO, or use \"always\" for a headset)")
+            from hw import hid       # noqa: PLC0415 - the hidraw edge, only for hook = "hid"
+            name = str(getattr(self.leg.device, "name", "") or "")   # the [handset] device
+            try:
+                path = hid.find_hook_device(name, hid.SYSFS_ROOT, hid.DEV_ROOT)
+                self.hid_hook = hid.HidHook(path, hid.hook_layout(path, hid.SYSFS_ROOT), self.set_hook)
+                self.hid_hook.start()
+            except (hid.HidDeviceNotFound, hid.HidDescriptorError, OSError) as e:
+                # the appliance keeps running: the hook follows set_hook() (panel, tests) only
+                log.error("[handset] hook = \"hid\": %s; falling back to the sim hook", e)
+                self.hook = "sim"
+            else:
+                log.info("[handset] hook = \"hid\": following %s", path)
+                self._spawn(self.hid_hook.hold())    # Handset.stop() cancels it, which closes it
         if self.hook == "always":
             self.set_hook(True)
 
