@@ -452,3 +452,60 @@ cdef class MixMatrix:
             else:   # mix into scratch, then one encode pass (keeps the mix loop vectorisable)
                 _mix_column(self._col_src, self._col_g, m, n, self._acc, self._mixed)
                 encode_frame(_ENC[fmt], <const pcm16*>self._mixed, <uint8_t*>self._out_buf[j], n)
+
+
+# --- the C floor, for the benchmark -------------------------------------------------------------
+
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+cdef uint8_t* _floor_out = NULL   # module-visible, so the compiler must really write every frame
+
+
+def _bench_c_floor(a_codes, b_codes, str codec="PCMU", Py_ssize_t frames=20000) -> float:
+    """The listen step (decode two legs, saturating add, encode) as a plain C loop over whole
+    frames, timed inside C: the floor a Python-callable mix can approach. Returns µs per frame.
+    Benchmark use only (``tests/bench/bench_mix.py`` prints cython_mixer's ratio to it)."""
+    cdef Py_buffer va, vb
+    cdef Py_ssize_t n = get_codes(a_codes, &va, False, "a_codes")
+    cdef Py_ssize_t m
+    cdef int c = codec_id(codec)
+    cdef const int16_t* dec = decode_table(c)
+    cdef const uint8_t* enc = encode_table(c)
+    cdef const uint8_t* a
+    cdef const uint8_t* b
+    cdef uint8_t* out
+    cdef timespec t0, t1
+    cdef Py_ssize_t r, k, f, nf
+    cdef int32_t v
+    try:
+        m = get_codes(b_codes, &vb, False, "b_codes")
+        try:
+            if m != n or n % 160 or n == 0:
+                raise ValueError("a_codes and b_codes must be the same whole number of 160-code frames")
+            nf = n // 160
+            a = <const uint8_t*>va.buf
+            b = <const uint8_t*>vb.buf
+            global _floor_out
+            PyMem_Free(_floor_out)
+            _floor_out = <uint8_t*>PyMem_Malloc(n)
+            if _floor_out == NULL:
+                raise MemoryError()
+            out = _floor_out
+            with nogil:
+                clock_gettime(CLOCK_MONOTONIC, &t0)
+                for r in range(frames):
+                    f = (r % nf) * 160
+                    for k in range(160):
+                        v = <int32_t>dec[a[f + k]] + dec[b[f + k]]
+                        if v > 32767:
+                            v = 32767
+                        elif v < -32768:
+                            v = -32768
+                        out[f + k] = enc[(<uint16_t>(<int16_t>v)) >> 2]
+                clock_gettime(CLOCK_MONOTONIC, &t1)
+        finally:
+            PyBuffer_Release(&vb)
+    finally:
+        PyBuffer_Release(&va)
+    ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)
+    return ns / frames / 1000.0
