@@ -6,6 +6,7 @@ Each phone plays its own tone; the recordings are checked spectrally (tests.peer
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 import secrets
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +28,7 @@ from tests.peers.audio import has_tone, read_wav
 from tests.peers.baresip import Account, Baresip
 from tests.peers.ports import rtp_range
 from tests.peers.sipp import Sipp
+from tests import asynctest
 
 pytestmark = pytest.mark.peers
 HOST = "127.0.0.1"
@@ -36,10 +38,7 @@ USERS = (User("1001", "pw1001", "Agent 1001", "sales"), User("1002", "pw1002", "
 TONE_A, TONE_B = 1000, 440
 
 
-def run(coro, timeout: float = 90.0):
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
+run = partial(asynctest.run, timeout=90.0)
 
 
 async def until(cond, timeout: float = 10.0) -> None:

@@ -5,6 +5,7 @@ spectrally (who hears which tone)."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 import secrets
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.peers import PeerGroup
 from tests.peers.audio import has_tone, read_wav
 from tests.peers.baresip import Account, Baresip
 from tests.peers.ports import rtp_range
+from tests import asynctest
 
 pytestmark = pytest.mark.peers
 HOST = "127.0.0.1"
@@ -54,10 +56,7 @@ SEED_QUEUE_DTMF = """<include><context name="default">
 </context></include>"""
 
 
-def run(coro, timeout: float = 120.0):
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
+run = partial(asynctest.run, timeout=120.0)
 
 
 async def until(cond, timeout: float = 10.0) -> None:

@@ -5,6 +5,7 @@ Every peer is bounded by its own timeout; the asyncio side is bounded by wait_fo
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 import gc
 import os
 import secrets
@@ -22,16 +23,14 @@ from firmware.sip.ua import IncomingCall, UserAgent
 from tests.peers import PeerGroup
 from tests.peers.baresip import Account, Baresip
 from tests.peers.sipp import Sipp
+from tests import asynctest
 
 pytestmark = pytest.mark.peers
 HOST = "127.0.0.1"
 TIMERS = Timers(t1=0.2, t2=1.6, t4=1.0)   # 64*T1 = 12.8 s: the tables drain within the test
 
 
-def run(coro, timeout: float = 90.0):
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
+run = partial(asynctest.run, timeout=90.0)
 
 
 async def wait_until(cond, timeout: float) -> None:

@@ -12,24 +12,10 @@ from firmware.sip.registration import GatewayRegistration
 from firmware.sip.transaction import Timers
 from firmware.sip.transport import Transport
 from firmware.sip.ua import UserAgent
+from tests.asynctest import run, wait_until
 
 HOST = "127.0.0.1"
 FAST = Timers(t1=0.02, t2=0.08, t4=0.1)
-
-
-def run(coro, timeout: float = 20.0):
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
-
-
-async def wait_until(cond, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.005)
 
 
 async def upstream(min_expires: int = 1) -> tuple[UserAgent, Registrar]:

@@ -22,26 +22,12 @@ from firmware.sip.transaction import Timers
 from firmware.sip.transport import Target, Transport, response_target
 from firmware.sip.ua import IncomingCall, UserAgent
 from firmware.sip.uri import SipUri
+from tests.asynctest import run, wait_until
 
 HOST = "127.0.0.1"
 FAST = Timers(t1=0.02, t2=0.08, t4=0.1)
 SDP_A = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
 SDP_B = SDP_A.replace(b"40000", b"40002")
-
-
-def run(coro, timeout: float = 20.0):
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
-
-
-async def wait_until(cond, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture(scope="module")

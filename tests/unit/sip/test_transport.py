@@ -8,24 +8,9 @@ import socket
 
 from firmware.sip.message import Request, Response, Via, make_response
 from firmware.sip.transport import Target, Transport, bad_request_answer, response_target
+from tests.asynctest import run, wait_until
 
 HOST = "127.0.0.1"
-
-
-def run(coro, timeout: float = 20.0):
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
-
-
-async def wait_until(cond, timeout: float = 5.0) -> None:
-    """Await a condition the event loop will make true (polls the loop, fails on deadline)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.005)
 
 
 def options(port: int, branch: str = "z9hG4bKabc1", via_host: str = "10.9.9.9", rport: bool = True,

@@ -4,6 +4,7 @@ tests can look at the signalling, the packets and the switch's internals at once
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from types import SimpleNamespace
 
 from firmware.config import Config, SipConfig
@@ -18,6 +19,7 @@ from firmware.switch import Dialplan, HangupCause, Switch
 from firmware.switch import events as ev
 from firmware.switch.wiring import attach
 from tests.unit.media import Phone, until
+from tests import asynctest
 
 HOST = "127.0.0.1"
 PORTS = "31300-31319"
@@ -37,10 +39,7 @@ PLAN = """<include><context name="default">
 </context></include>"""
 
 
-def run(coro, timeout: float = 30.0):
-    async def bounded():
-        return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
+run = partial(asynctest.run, timeout=30.0)
 
 
 class Rig:
