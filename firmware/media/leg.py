@@ -36,8 +36,6 @@ class LegStream(RtpStream):
     """An RtpStream whose relay path can be shut: while ``relay_open`` is False (another owner
     on top, or the far end asked us not to send), packets the relay forwards here are dropped."""
 
-    relay_open = True
-
     def send_packet(self, packet) -> bool:
         # the relay's per-packet path: same work as RtpStream.send_packet plus one flag test
         remote = self.remote

@@ -129,8 +129,11 @@ class Relay:
     def _tick(self, tick: int) -> None:
         from_a, from_b = self.a.read_frame(), self.b.read_frame()
         to_a, to_b = self._tap.frames(tick, from_a, from_b)
-        self.a.send_frame(to_a)
-        self.b.send_frame(to_b)
+        # the same gate as pass-through: a leg whose audio another producer owns gets nothing
+        if self.a.relay_open:
+            self.a.send_frame(to_a)
+        if self.b.relay_open:
+            self.b.send_frame(to_b)
 
     @staticmethod
     def _digit_to(dst: RtpStream) -> Callable[[str], None]:

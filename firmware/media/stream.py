@@ -74,6 +74,10 @@ class RtpStream:
     the ports (``await wait_closed()`` for them to be free). ``sink``, when set, receives every datagram from the accepted source instead of
     the jitter buffer (the relay's pass-through)."""
 
+    # Whether the relay may send on this stream (pass-through packets and tap frames alike). A leg
+    # shuts it while another producer (a prompt, echo) owns its audio or the far end is on hold.
+    relay_open = True
+
     def __init__(self, ports: PortAllocator, local_ip: str, *, codec: str = "PCMU",
                  payload_type: int | None = None, telephone_event_pt: int | None = 101,
                  latch: bool = False, on_digit: Callable[[str], object] | None = None,

@@ -216,6 +216,28 @@ def test_tap_mode_carries_decoded_frames_on_the_clock_and_back() -> None:
     run(main)
 
 
+def test_tap_mode_sends_nothing_to_a_leg_whose_relay_path_is_shut() -> None:
+    # a prompt playing to a tapped leg owns that leg's audio: the tap's frames must not go too
+    async def main() -> None:
+        call = await Call().start()
+        t = ManualTime()
+        clock = MediaClock(time_source=t)
+        call.relay.set_tap(CrossTap(), clock)
+        for k in range(3):
+            call.pa.send(audio(k), call.a.local_port)
+            call.pb.send(audio(k), call.b.local_port)
+        await until(lambda: call.a.jitter.stats["received"] == 3 and call.b.jitter.stats["received"] == 3)
+        call.b.relay_open = False
+        sent_a, sent_b = call.a.stats["tx_packets"], call.b.stats["tx_packets"]
+        for _ in range(4):
+            clock.poll()
+            t.advance(0.020)
+        assert call.b.stats["tx_packets"] == sent_b
+        assert call.a.stats["tx_packets"] > sent_a
+        await call.end()
+    run(main)
+
+
 def test_tap_mode_relays_digits_to_the_other_leg() -> None:
     async def main() -> None:
         call = await Call().start(te_a=101, te_b=96)
