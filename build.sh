@@ -9,7 +9,8 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 
 # Debian packages, by purpose. Build: compiler, headers, DSP libraries the media core links.
-APT_BUILD="build-essential pkg-config python3-dev python3-venv libspandsp-dev libsoxr-dev"
+# portaudio19-dev: the venv carries the test extras, and pyaudio builds against it (build and run too).
+APT_BUILD="build-essential pkg-config python3-dev python3-venv libspandsp-dev libsoxr-dev portaudio19-dev"
 # On the appliance: the runtime libraries (dist/install build the wheel on the target itself).
 APT_PI="portaudio19-dev"
 # Tests: real peers and signal tools (see docs/testing.md).
