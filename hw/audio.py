@@ -18,7 +18,8 @@ a PC without a card) are not paced at all and call back hundreds of times faster
 read from the capture file is delivered and only frames written reach the playback file.
 
 ``SimAudio`` is the twin: capture comes from bytes you feed (or from what was played, with
-``loopback=True``), playback is collected in ``played``.
+``loopback=True``), and the last ``keep_ms`` of playback is kept in ``played`` (the appliance runs
+on it for months when no handset is configured, so it never keeps more).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ log = logging.getLogger("earshot.audio")
 RATES = (8000, 16000, 48000)
 FRAME_MS = 20
 CONSUMER_WAIT_S = 1.0   # pace="consumer": how long a callback waits for the consumer at most
+SIM_KEEP_MS = 60_000   # SimAudio keeps the last minute of playback (tests read a few seconds)
 
 # PortAudio's status flags (portaudio.h), as pyaudio passes them to callbacks
 PA_INPUT_UNDERFLOW, PA_INPUT_OVERFLOW, PA_OUTPUT_UNDERFLOW, PA_OUTPUT_OVERFLOW = 1, 2, 4, 8
@@ -279,15 +281,21 @@ class SimAudio:
 
     When the fed capture runs out ``read`` returns silence, as an idle microphone does.
     ``loopback=True`` turns every played frame into a captured one (an echo path).
+    ``played`` holds the most recent ``keep_ms`` of playback (whole frames; ``played_bytes``
+    counts all of it): a recording twin must not grow while the appliance idles on it.
     """
 
     def __init__(self, rate: int = 8000, *, capture: bytes = b"", loopback: bool = False,
-                 frame_ms: int = FRAME_MS) -> None:
+                 frame_ms: int = FRAME_MS, keep_ms: int = SIM_KEEP_MS) -> None:
+        if keep_ms < frame_ms:
+            raise ValueError(f"keep_ms must hold at least one frame ({frame_ms} ms), got {keep_ms}")
         self.rate = rate
         self.frame_bytes = frame_bytes(rate, frame_ms)
         self.name = self.device_name = "sim"
         self.loopback = loopback
         self.played = bytearray()
+        self.played_bytes = 0
+        self._keep = keep_ms // frame_ms * self.frame_bytes
         self._pending = bytearray()
         self._counters = _Counters()
         self.opened = False
@@ -325,6 +333,9 @@ class SimAudio:
         if len(frame) != self.frame_bytes:
             raise ValueError(f"playback frame must be {self.frame_bytes} bytes at {self.rate} Hz (got {len(frame)})")
         self.played += frame
+        self.played_bytes += len(frame)
+        if len(self.played) >= 2 * self._keep:   # trimmed in halves: amortised O(1) per frame
+            del self.played[:len(self.played) - self._keep]
         self._counters.played += 1
         if self.loopback:
             self._pending += frame
