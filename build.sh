@@ -13,6 +13,12 @@ PY="$VENV/bin/python"
 APT_BUILD="build-essential pkg-config python3-dev python3-venv libspandsp-dev libsoxr-dev portaudio19-dev"
 # On the appliance: the runtime libraries (dist/install build the wheel on the target itself).
 APT_PI="portaudio19-dev"
+# What the installed units run besides the venv: ExecReload=/bin/kill is procps's.
+APT_RUNTIME="procps"
+# The interpreter the appliance runs: Debian's (Raspberry Pi OS's), never a pyenv or a local build
+# that happens to be first on PATH here. The checkout's venv prefers it too, so the wheel it builds
+# carries extensions for the same Python.
+TARGET_PY="${EARSHOT_TARGET_PYTHON:-/usr/bin/python3}"
 # Tests: real peers and signal tools (see docs/testing.md).
 APT_TEST="espeak-ng sox libsox-fmt-all baresip baresip-core sip-tester kamailio kamailio-extra-modules
           portaudio19-dev libasound2-plugins alsa-utils tshark"
@@ -42,7 +48,7 @@ need_apt() {
 
 pick_python() {
     local c
-    for c in python3 python3.11 python3.12 python3.13; do
+    for c in "$TARGET_PY" python3 python3.11 python3.12 python3.13; do
         if command -v "$c" >/dev/null 2>&1 && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
             echo "$c"; return 0
         fi
@@ -76,7 +82,9 @@ setup_build() { need_apt $APT_BUILD; venv; build_ext; }
 dist() {
     # A wheel (with the compiled media core for this machine's architecture) plus the units.
     setup_build
-    rm -rf dist && mkdir -p dist
+    # build/lib* and *.egg-info/SOURCES.txt are setuptools' record of the wheel's files: left
+    # over, they ship files the tree no longer has, or hide one the package data lacks
+    rm -rf dist build/lib.* build/bdist.* ./*.egg-info && mkdir -p dist
     "$PY" -m pip wheel -q --no-deps --no-build-isolation -w dist . >&2
     tar -C systemd -czf dist/earshot-systemd.tar.gz .
     ls dist
@@ -92,17 +100,41 @@ gpio_package() {
     else echo RPi.GPIO; fi
 }
 
+target_version() {
+    # X.Y of the target's interpreter, or a message that says what to do
+    if ! "$TARGET_PY" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        log "the appliance runs $TARGET_PY (Python 3.11 or newer with venv), which this machine lacks or cannot run."
+        log "Install Debian's python3 and python3-venv, or set EARSHOT_TARGET_PYTHON to the path the target uses."
+        return 1
+    fi
+    "$TARGET_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'
+}
+
 install_appliance() {
     # ./build.sh install [--root DIR]: with --root, lay the files out under DIR (packaging, tests)
     # and touch nothing of the running system.
     local root=""
     if [ "${1:-}" = "--root" ]; then root=$(realpath -m "$2"); shift 2; fi
     if [ -z "$root" ] && [ "$(id -u)" -ne 0 ]; then log "install needs root (or --root DIR)"; exit 1; fi
+    need_apt $APT_RUNTIME
+    local target_ver build_ver
+    target_ver=$(target_version) || exit 1
     local wheel; wheel=$(dist | grep '\.whl$' | head -1)
+    build_ver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    if [ "$build_ver" != "$target_ver" ]; then
+        log "the checkout's .venv runs Python $build_ver but the target runs $target_ver ($TARGET_PY):"
+        log "its wheel would not load there. Run ./build.sh clean, then install again (the new .venv uses $TARGET_PY)"
+        exit 1
+    fi
     local opt="$root/opt/earshot"
     mkdir -p "$opt" "$root/etc/systemd/system" "$root/etc/udev/rules.d" \
              "$root/usr/lib/tmpfiles.d" "$root/usr/lib/sysusers.d" "$root/etc/earshot"
-    [ -x "$opt/venv/bin/python" ] || "$(pick_python)" -m venv "$opt/venv"
+    # a venv left by an earlier install on another interpreter is made again
+    if ! grep -qsx "home = $(dirname "$(realpath -m "$TARGET_PY")")" "$opt/venv/pyvenv.cfg" \
+       && ! grep -qsx "home = $(dirname "$TARGET_PY")" "$opt/venv/pyvenv.cfg"; then
+        rm -rf "$opt/venv"
+    fi
+    [ -x "$opt/venv/bin/python" ] || "$TARGET_PY" -m venv "$opt/venv"
     # the wheel itself always replaced (same version, new build); then its dependencies resolved
     "$opt/venv/bin/python" -m pip install -q --force-reinstall --no-deps "dist/$wheel"
     "$opt/venv/bin/python" -m pip install -q "dist/$wheel"

@@ -20,6 +20,7 @@ holds a bad regex is rejected whole with its line and the reason (``DialplanErro
 from __future__ import annotations
 
 import logging
+from importlib import resources
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,8 +342,9 @@ class Dialplan:
 
     @classmethod
     def builtin(cls) -> Dialplan:
-        path = Path(__file__).with_name("builtin_dialplan.xml")
-        return cls.parse(path.read_text(encoding="utf-8"), "<built-in dialplan>")
+        # package data (pyproject's package-data ships it in the wheel), read wherever installed
+        text = resources.files(__package__).joinpath("builtin_dialplan.xml").read_text(encoding="utf-8")
+        return cls.parse(text, "<built-in dialplan>")
 
     def applications(self) -> set[str]:
         """Every application name the dialplan uses (for checks against the registry)."""

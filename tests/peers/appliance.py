@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Appliance:
-    def __init__(self, workdir: Path, *args: str, config: str | None = None) -> None:
+    def __init__(self, workdir: Path, *args: str, config: str | None = None,
+                 python: str | os.PathLike = sys.executable, cwd: str | os.PathLike = ROOT) -> None:
+        """``python``/``cwd``: an installed firmware runs from its own venv, outside the checkout."""
         self.dir = workdir
         self.state_dir = workdir / "state"
         if config is not None:
@@ -29,9 +31,10 @@ class Appliance:
         env = dict(os.environ, EARSHOT_STATE_DIR=str(self.state_dir),
                    NOTIFY_SOCKET=str(workdir / "notify.sock"), PYTHONUNBUFFERED="1")
         env.pop("EARSHOT_CONFIG", None)
+        env.pop("PYTHONPATH", None)   # the firmware under test is the one `python` imports, nothing else
         self.log_path = workdir / "earshot.log"
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "firmware", "run", *args], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([str(python), "-m", "firmware", "run", *args], cwd=cwd, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, text=True)
 
     def wait_notify(self, what: str, timeout: float = 60) -> str:
