@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import re
 import secrets
 from dataclasses import dataclass, field
 
@@ -74,6 +75,21 @@ class Connection:
     nettype: str
     addrtype: str
     address: str  # may carry a multicast /ttl[/count] suffix, kept verbatim
+
+    @property
+    def host(self) -> str:
+        """The address without a multicast /ttl[/count] suffix."""
+        return self.address.partition("/")[0]
+
+    @property
+    def is_ip(self) -> bool:
+        """An IP literal (the parser has checked it matches the address type); else a host name,
+        which the media plane does not resolve."""
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
 
     @property
     def is_hold(self) -> bool:
@@ -416,11 +432,36 @@ def _parse_o(value: str, no: int) -> Origin:
     return Origin(user, sid, _int(ver, "session version", no), net, addrtype, addr)
 
 
+# RFC 4566 FQDN (RFC 1123 labels); a last label of digits only is a malformed IPv4 address instead
+_HOSTNAME = re.compile(r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$")
+_MULTICAST_SUFFIX = re.compile(r"(?:/[0-9]{1,3}){1,2}$")
+
+
 def _parse_c(value: str, no: int) -> Connection:
+    """RFC 4566 §5.7: ``IN IP4|IP6 <address>[/ttl[/count]]``, the address an IP literal of that
+    type or a host name. Everything after this trusts the address (sockets, logs, answers)."""
     parts = value.split()
     if len(parts) != 3:
         raise SdpError(f"c= needs 3 fields, got {len(parts)}", no)
-    return Connection(*parts)
+    nettype, addrtype, address = parts[0].upper(), parts[1].upper(), parts[2]
+    if nettype != "IN":
+        raise SdpError(f"c= network type {parts[0][:16]!r} is not IN", no)
+    if addrtype not in ("IP4", "IP6"):
+        raise SdpError(f"c= address type {parts[1][:16]!r} is not IP4 or IP6", no)
+    host, slash, suffix = address.partition("/")
+    if slash and not _MULTICAST_SUFFIX.match(slash + suffix):
+        raise SdpError(f"c= address {address[:60]!r}: bad /ttl[/count] suffix", no)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.match(host) or host.rstrip(".").rsplit(".", 1)[-1].isdigit():
+            raise SdpError(f"c= address {address[:60]!r} is neither an {addrtype} address nor a host name",
+                           no) from None
+    else:
+        if (ip.version == 6) != (addrtype == "IP6"):
+            raise SdpError(f"c= address {host} is not an {addrtype} address", no)
+    return Connection(nettype, addrtype, address)
 
 
 def _parse_b(value: str, no: int) -> str:
@@ -682,6 +723,9 @@ def negotiate(offer: SessionDescription, local_addr: str, local_port: int,
         usable = (result is None and m.kind == "audio" and m.port != 0
                   and m.proto in ("RTP/AVP", "RTP/SAVP")
                   and conn is not None and conn.nettype == "IN" and conn.addrtype == local_type)
+        if usable and not conn.is_ip:
+            usable = False
+            reasons.append(f"c= names host {conn.host!r}; only IP addresses are supported")
         theirs: sdes.Crypto | None = None
         if usable and (srtp != "off" or m.proto == "RTP/SAVP"):
             good, bad = offered_cryptos(m) if srtp != "off" else ([], [])
@@ -711,7 +755,7 @@ def negotiate(offer: SessionDescription, local_addr: str, local_port: int,
             am.attributes.append(("crypto", ours.encode()))
         answer.media.append(am)
         result = Negotiated(codec=name, payload_type=pt, clock_rate=rate, telephone_event_pt=te,
-                            ptime=m.ptime or DEFAULT_PTIME, remote_addr=conn.address.split("/")[0],
+                            ptime=m.ptime or DEFAULT_PTIME, remote_addr=conn.host,
                             remote_port=m.port, direction=direction, media_index=index,
                             crypto_local=ours, crypto_remote=theirs)
     if result is None:
@@ -740,6 +784,9 @@ def parse_answer(offer_we_sent: SessionDescription, answer: SessionDescription) 
         conn = answer.media_connection(am)
         if match is None or conn is None:
             continue
+        if not conn.is_ip:
+            why = f"the answer's c= names host {conn.host!r}; only IP addresses are supported"
+            continue
         name, pt, rate = match
         ours, theirs = _answered_crypto(om, am)
         if om.proto == "RTP/SAVP" and theirs is None:
@@ -751,7 +798,7 @@ def parse_answer(offer_we_sent: SessionDescription, answer: SessionDescription) 
             peer_recv = False
         te = _find_te(am) if _find_te(om) is not None else None
         return Negotiated(codec=name, payload_type=pt, clock_rate=rate, telephone_event_pt=te,
-                          ptime=am.ptime or DEFAULT_PTIME, remote_addr=conn.address.split("/")[0],
+                          ptime=am.ptime or DEFAULT_PTIME, remote_addr=conn.host,
                           remote_port=am.port, direction=_direction(our_send and peer_recv, our_recv and peer_send),
                           media_index=index, crypto_local=ours, crypto_remote=theirs)
     raise NoCommonCodec(why)

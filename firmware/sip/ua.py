@@ -872,16 +872,22 @@ class UserAgent:
             if inspect.isawaitable(result):
                 task = asyncio.ensure_future(result)
                 self._tasks.add(task)
-                task.add_done_callback(self._task_done)
+                task.add_done_callback(lambda t, call=call: self._task_done(t, call))
         except Exception:
             log.exception("on_invite handler failed")
-            if call.state == "early" and not stxn.finished:
-                call.reject(500, "Server Internal Error")
+            self._unanswered_500(call)
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task, call: IncomingCall) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("on_invite task failed", exc_info=task.exception())
+            self._unanswered_500(call)
+
+    @staticmethod
+    def _unanswered_500(call: IncomingCall) -> None:
+        """A handler that failed must not leave the caller retransmitting into silence."""
+        if call.state == "early" and not call.stxn.finished:
+            call.reject(500, "Server Internal Error")
 
     async def close(self) -> None:
         """End every call without signalling, stop all transactions, close the transport."""

@@ -1,11 +1,11 @@
 """The SIP endpoint of the switch (FreeSWITCH's mod_sofia in small): SIP calls become channels.
 
-Incoming: an INVITE's offer is checked (malformed SDP → 400, no common codec → 488, no free RTP
-port → 503), an RTP leg answers it, and a channel ``sofia/<profile>/<from user>@<from host>`` runs
-the dialplan. Outgoing: the endpoint factories for ``user/<id>`` (the registrar's contact),
-``sofia/gateway/<gw>/<number>`` (the configured gateway, with its credentials) and
-``sofia/<profile>/<uri>`` place an INVITE with our offer. ``sofia_endpoint.SofiaEndpoint``
-carries each call from there on.
+Incoming: an INVITE's offer is checked (malformed SDP or no common codec → 488 with the reason in
+a Warning, no free RTP port → 503; a failure anywhere later in setup → 500, with all of it freed),
+an RTP leg answers it, and a channel ``sofia/<profile>/<from user>@<from host>`` runs the dialplan.
+Outgoing: the endpoint factories for ``user/<id>`` (the registrar's contact), ``sofia/gateway/<gw>/
+<number>`` (the configured gateway, with its credentials) and ``sofia/<profile>/<uri>`` place an
+INVITE with our offer. ``sofia_endpoint.SofiaEndpoint`` carries each call from there on.
 
     profile = SofiaProfile(switch, sip, engine)   # sip: anything with .ua and .registrar
     ua.on_invite = profile.on_invite
@@ -35,6 +35,14 @@ from .sofia_endpoint import SofiaEndpoint, offered_direction
 log = logging.getLogger(__name__)
 
 CODECS = ("PCMU", "PCMA")
+
+
+class _Setup:
+    """What an incoming call's setup has opened so far (what a failure must free)."""
+
+    def __init__(self, leg: Any) -> None:
+        self.leg = leg
+        self.channel: Channel | None = None
 
 
 def _display(text: str) -> str:
@@ -89,7 +97,8 @@ class SofiaProfile:
     # --- incoming ---------------------------------------------------------------------------------
 
     async def on_invite(self, call: IncomingCall) -> None:
-        """A new INVITE: an RTP leg, a channel, the dialplan (or a clean refusal)."""
+        """A new INVITE: an RTP leg, a channel, the dialplan (or a clean refusal). Whatever fails
+        after the leg is opened frees the leg (and the channel) and answers the INVITE."""
         if not call.remote_sdp:
             # delayed offer is not supported yet: say so instead of answering without media
             call.reject(488, "Not Acceptable Here (SDP offer required)")
@@ -98,7 +107,7 @@ class SofiaProfile:
             offer = sdp.parse(call.remote_sdp)
         except sdp.SdpError as exc:
             log.warning("INVITE %s: malformed SDP: %s", call.call_id, exc)
-            call.reject(400, f"Bad Request (malformed SDP, {exc})"[:100])
+            self._refuse(call, 488, f"malformed SDP, {exc}")
             return
         try:
             leg = await self.engine.open_rtp_leg()
@@ -110,6 +119,22 @@ class SofiaProfile:
         if call.state != "early":       # CANCEL while the leg was opening
             leg.close()
             return
+        setup = _Setup(leg)
+        try:
+            self._setup_inbound(call, offer, setup)
+        except Exception:
+            log.exception("INVITE %s: call setup failed; the INVITE is refused and its leg freed", call.call_id)
+            self._undo_setup(call, setup)
+
+    def _refuse(self, call: IncomingCall, status: int, why: str) -> None:
+        """A final answer whose reason a phone's log (or an integrator's capture) shows: the
+        phrase, and a Warning (RFC 3261 §20.43, code 399 "miscellaneous")."""
+        text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in why)[:160]
+        phrase = {488: "Not Acceptable Here", 500: "Server Internal Error"}.get(status, "Refused")
+        call.reject(status, f"{phrase} ({text})"[:100], headers={"Warning": f'399 earshot "{text}"'})
+
+    def _setup_inbound(self, call: IncomingCall, offer: sdp.SessionDescription, setup: _Setup) -> None:
+        leg = setup.leg
         frm, to = call.from_.uri, call.invite.uri
         from_user = getattr(frm, "user", None) or "anonymous"
         from_host = getattr(frm, "host", "") or call.source.host
@@ -119,7 +144,7 @@ class SofiaProfile:
         except ValueError as exc:       # NoCommonCodec, or an offer we cannot read as audio
             log.warning("INVITE %s: %s", call.call_id, exc)
             leg.close()
-            call.reject(488, "Not Acceptable Here")
+            self._refuse(call, 488, str(exc))
             return
         dest = getattr(to, "user", None) or getattr(call.to.uri, "user", None) or ""
         name = f"sofia/{self.name}/{from_user}@{from_host}"
@@ -144,11 +169,24 @@ class SofiaProfile:
         if call.auth_user:
             variables["user_name"] = call.auth_user
             variables["sip_authorized"] = "true"
-        ch = self.switch.new_channel(ep, name=name, direction="inbound", **variables)
+        setup.channel = ch = self.switch.new_channel(ep, name=name, direction="inbound", **variables)
         ep.bind(call)
         log.info("%s: INVITE for %s (%s, %s %d)", name, dest, negotiated.codec,
                  "SRTP" if negotiated.secure else "RTP", leg.local_port)
         self.switch.start(ch)
+
+    def _undo_setup(self, call: IncomingCall, setup: _Setup) -> None:
+        """After an unexpected failure: the channel leaves the table (its events fire), the leg's
+        ports go back, and the caller gets a 500 rather than retransmitting into silence."""
+        ch = setup.channel
+        if ch is not None:
+            try:
+                ch.remote_hangup(HangupCause.NORMAL_TEMPORARY_FAILURE)
+            except Exception:
+                log.exception("INVITE %s: tearing down its channel failed", call.call_id)
+        setup.leg.close()
+        if call.state == "early" and not call.stxn.finished:
+            self._refuse(call, 500, "call setup failed")
 
     # --- outgoing ---------------------------------------------------------------------------------
 

@@ -218,6 +218,16 @@ def test_round_trip_is_byte_exact_for_canonical_layouts(fixture):
     ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nm=audio 5 RTP/AVP 0", 4, "no c= line"),
     ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4\nt=0 0", 4, "c= needs 3 fields"),
     ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4 1.2.3.4\nt=0", 5, "t= needs 2 fields"),
+    # c= addresses: each went on to a socket call (and leaked an RTP port pair) before
+    ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4 127.0.0.1;x=y", 4, "neither an IP4 address nor a host name"),
+    ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4 300.1.1.1", 4, "neither an IP4 address nor a host name"),
+    ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4 ::1", 4, "::1 is not an IP4 address"),
+    ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP6 10.0.0.1", 4, "10.0.0.1 is not an IP6 address"),
+    ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP5 10.0.0.1", 4, "address type 'IP5' is not IP4 or IP6"),
+    ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=ATM NSAP 47.0091", 4, "network type 'ATM' is not IN"),
+    ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4 224.2.1.1/x", 4, "bad /ttl[/count] suffix"),
+    ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4 -host-.example", 4, "nor a host name"),
+    ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4 " + "a" * 64 + ".example", 4, "nor a host name"),
     ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nb=AS", 4, "b= must be"),
     ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nx=1", 4, "unknown line type 'x='"),
     ("v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4 1.2.3.4\nm=audio 5 RTP/AVP 0\nt=0 0", 6, "session-level line"),
@@ -371,14 +381,19 @@ def test_offered_ptime_is_what_we_send():
 
 
 def test_rfc4317_audio_and_video_1():
-    answer, neg = negotiate(parse(RFC4317_OFFER), "192.0.2.10", 49174)
-    published = parse(RFC4317_ANSWER)
+    # the RFC's host names as addresses (the media plane takes IP literals; a host name is
+    # refused with its reason, test_an_offer_naming_a_host_is_refused_with_the_reason)
+    offer_text = RFC4317_OFFER.replace(b"host.atlanta.example.com", b"192.0.2.1")
+    answer, neg = negotiate(parse(offer_text), "192.0.2.10", 49174)
+    published = parse(RFC4317_ANSWER.replace(b"c=IN IP4 host.biloxi.example.com", b"c=IN IP4 192.0.2.2"))
     # Same audio choice as the RFC's Bob; we cannot do video, so it is refused in place.
     assert answer.media[0].formats == published.media[0].formats == ["0"]
     assert [(m.kind, m.port) for m in answer.media] == [("audio", 49174), ("video", 0)]
-    assert answer.timing == parse(RFC4317_OFFER).timing
-    ours = parse_answer(parse(RFC4317_OFFER), published)
-    assert (ours.codec, ours.remote_addr, ours.remote_port) == ("PCMU", "host.biloxi.example.com", 49174)
+    assert answer.timing == parse(offer_text).timing
+    ours = parse_answer(parse(offer_text), published)
+    assert (ours.codec, ours.remote_addr, ours.remote_port) == ("PCMU", "192.0.2.2", 49174)
+    with pytest.raises(NoCommonCodec, match="c= names host 'host.biloxi.example.com'"):
+        parse_answer(parse(offer_text), parse(RFC4317_ANSWER))
 
 
 @pytest.mark.parametrize("offered,answered", [("sendrecv", "sendrecv"), ("sendonly", "recvonly"),
@@ -453,7 +468,8 @@ def test_ipv6_offer_with_ipv6_local_address():
 
 
 def test_answer_copies_the_offer_timing():
-    offer = parse(RFC4317_OFFER.replace(b"t=0 0", b"t=3034423619 3042462419"))
+    offer = parse(RFC4317_OFFER.replace(b"t=0 0", b"t=3034423619 3042462419")
+                  .replace(b"host.atlanta.example.com", b"192.0.2.1"))
     answer, _ = negotiate(offer, "192.0.2.10", 16384)
     assert answer.timing == [Timing(3034423619, 3042462419)]
     assert b"\r\nt=3034423619 3042462419\r\n" in answer.encode()
@@ -534,7 +550,10 @@ _word = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU
 _line_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30).map(str.strip)
 _attr = st.tuples(_word.filter(lambda w: w not in sdp.DIRECTIONS + ("rtpmap", "fmtp", "ptime")),
                   st.none() | _line_text)
-_conn = st.builds(Connection, st.just("IN"), st.sampled_from(["IP4", "IP6"]), _word)
+_hostname = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9](\.[a-z]{2,6}){0,2}", fullmatch=True)
+_conn = st.one_of(
+    st.builds(Connection, st.just("IN"), st.just("IP4"), st.ip_addresses(v=4).map(str) | _hostname),
+    st.builds(Connection, st.just("IN"), st.just("IP6"), st.ip_addresses(v=6).map(str) | _hostname))
 
 
 @st.composite
@@ -593,3 +612,16 @@ def test_property_mangled_fixture_lines_raise_only_sdp_error(fixture, data):
         negotiate(sd, "192.0.2.10", 16384)
     except NoCommonCodec:
         pass
+
+
+@pytest.mark.parametrize("address", ["1.2.3.4", "224.2.1.1/127", "224.2.1.1/127/3", "host.atlanta.example.com",
+                                     "host.example.com.", "localhost", "pbx"])
+def test_good_connection_addresses_parse(address):
+    sd = parse(f"v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nc=IN IP4 {address}\nt=0 0")
+    assert sd.connection.address == address and sd.connection.host == address.split("/")[0]
+
+
+def test_an_offer_naming_a_host_is_refused_with_the_reason():
+    offer = parse(RFC4317_OFFER)                      # c=IN IP4 host.atlanta.example.com
+    with pytest.raises(NoCommonCodec, match="c= names host 'host.atlanta.example.com'; only IP addresses"):
+        negotiate(offer, "127.0.0.1", 4000)

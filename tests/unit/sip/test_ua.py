@@ -352,3 +352,22 @@ def test_rfc4475_valid_messages_are_served_without_errors(caplog) -> None:
     with caplog.at_level("ERROR"):
         run(main())
     assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_an_invite_handler_that_fails_answers_500_sync_or_async() -> None:
+    """A bug in the layer above must not leave the caller retransmitting its INVITE for 32 s."""
+    async def failing_later(call: IncomingCall) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("injected")
+
+    def failing_now(call: IncomingCall) -> None:
+        raise RuntimeError("injected")
+
+    async def main():
+        a, b, _ = await pair()
+        for handler in (failing_now, failing_later):
+            b.on_invite = handler
+            out = await a.call(uri(b), SDP_A)
+            assert (await out.wait("fail", 5)).status == 500, handler.__name__
+        await drained(a, b)
+    run(main())

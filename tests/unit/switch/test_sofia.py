@@ -4,11 +4,13 @@ tests can look at the signalling, the packets and the switch's internals at once
 from __future__ import annotations
 
 import asyncio
+import os
 from functools import partial
 from types import SimpleNamespace
 
 from firmware.config import Config, SipConfig
 from firmware.media.engine import MediaEngine
+from firmware.media.leg import RtpLeg
 from firmware.media.rfc4733 import TelephoneEvent
 from firmware.media.rtp import RtpPacket
 from firmware.sip import sdp
@@ -17,6 +19,7 @@ from firmware.sip.transport import Transport
 from firmware.sip.ua import IncomingCall, UserAgent
 from firmware.switch import Dialplan, HangupCause, Switch
 from firmware.switch import events as ev
+from firmware.switch.sofia_endpoint import SofiaEndpoint
 from firmware.switch.wiring import attach
 from tests.unit.media import Phone, until
 from tests import asynctest
@@ -54,7 +57,7 @@ class Rig:
                              dialplan=Dialplan.parse(plan))
         self.engine = MediaEngine(ports, HOST)
         await self.engine.start()
-        attach(self.switch, SimpleNamespace(ua=self.ua, registrar=None), self.engine)
+        self.profile = attach(self.switch, SimpleNamespace(ua=self.ua, registrar=None), self.engine)
         self.events: list[ev.Event] = []
         self.switch.events.subscribe("all", self.events.append)
         self.phones: list = []
@@ -222,14 +225,92 @@ def test_bad_offers_are_refused_and_leave_nothing_behind() -> None:
         rig = await Rig().start()
         try:
             a = await rig.phone()
-            cases = ((b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\nthis is not sdp\r\n", 400),
-                     (rig.offer(a, codecs=("G729",)).encode(), 488),
-                     (b"", 488))
-            for body, status in cases:
+            good = rig.offer(a).encode()
+            cases = ((b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\nthis is not sdp\r\n", 488, "line 3: expected"),
+                     (good.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 127.0.0.1;x=y"), 488,
+                      "c= address '127.0.0.1;x=y' is neither an IP4 address nor a host name"),
+                     (good.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 pbx.example.com"), 488,
+                      "c= names host 'pbx.example.com'"),
+                     (rig.offer(a, codecs=("G729",)).encode(), 488, "no acceptable audio stream"),
+                     (b"", 488, None))
+            for body, status, why in cases:
                 out = await rig.dial(a, "9197", body)
-                assert (await out.wait("fail", 5)).status == status, body
+                resp = await out.wait("fail", 5)
+                assert resp.status == status, body
+                if why:
+                    assert why in resp.headers.get("Warning"), resp.headers.get("Warning")
             await rig.idle()
             assert rig.named(ev.CHANNEL_CREATE) == []
+        finally:
+            await rig.close()
+
+    run(main())
+
+
+def test_more_malformed_addresses_than_ports_leak_nothing() -> None:
+    """52 such INVITEs emptied a 50-pair range before: each leaked its leg."""
+    async def main():
+        rig = await Rig().start(ports="31300-31309")          # 5 pairs
+        try:
+            a = await rig.phone()
+            bad = rig.offer(a).encode().replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 127.0.0.1;x=y")
+            for _ in range(12):
+                assert (await (await rig.dial(a, "9197", bad)).wait("fail", 5)).status == 488
+            await rig.idle()
+            out = await rig.dial(a, "9197")
+            assert (await out.wait("answer", 5)).status == 200
+            await out.hangup()
+            await rig.idle()
+        finally:
+            await rig.close()
+
+    run(main())
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_failure_at_any_step_of_call_setup_frees_everything_and_answers(monkeypatch) -> None:
+    """An unexpected exception at each step of an incoming call's setup: the INVITE gets a 500,
+    and ports, sockets (file descriptors) and channels return to their counts; then a valid call
+    is answered."""
+    def boom(*_a, **_k):
+        raise RuntimeError("injected")
+
+    async def main():
+        rig = await Rig().start()
+        steps = {
+            "srtp policy": (rig.profile, "srtp_policy"),
+            "negotiate": (sdp, "negotiate"),
+            "apply the answer to the leg": (RtpLeg, "apply"),
+            "new channel": (rig.switch, "new_channel"),
+            "bind the SIP call": (SofiaEndpoint, "bind"),
+            "start the dialplan": (rig.switch, "start"),
+        }
+        try:
+            a = await rig.phone()
+            out = await rig.dial(a, "9197")                  # warm-up: what a call opens lazily
+            assert (await out.wait("answer", 5)).status == 200
+            await out.hangup()
+            await rig.idle()
+            fds = open_fds()
+            created, completed = len(rig.named(ev.CHANNEL_CREATE)), len(rig.named(ev.CHANNEL_HANGUP_COMPLETE))
+            for step, (owner, attr) in steps.items():
+                monkeypatch.setattr(owner, attr, boom)
+                out = await rig.dial(a, "9197")
+                resp = await out.wait("fail", 5)
+                monkeypatch.undo()
+                assert resp.status == 500 and "call setup failed" in resp.headers.get("Warning"), step
+                await rig.idle()
+                assert (len(rig.switch), rig.engine.legs, open_fds()) == (0, 0, fds), step
+            # the two channels made before their failure (bind, start) were torn down, with their events
+            assert len(rig.named(ev.CHANNEL_CREATE)) - created == 2
+            assert len(rig.named(ev.CHANNEL_HANGUP_COMPLETE)) - completed == 2
+            out = await rig.dial(a, "9197")
+            assert (await out.wait("answer", 5)).status == 200
+            await out.hangup()
+            await rig.idle()
         finally:
             await rig.close()
 
