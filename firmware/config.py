@@ -52,6 +52,9 @@ class SipConfig:
     tls_key: str = ""             # its PEM key; set both or neither
     tls_verify_clients: bool = False  # require a client certificate signed by tls_ca
     tls_ca: str = ""
+    # an authenticated user's INVITE whose From names someone else: "replace" (the caller id is
+    # the authenticated user) or "refuse" (403)
+    caller_id_mismatch: str = "replace"
 
     @property
     def listen_host(self) -> str:
@@ -75,6 +78,7 @@ class User:
     eavesdrop_group: str = ""
     may_eavesdrop: bool = False
     srtp: str = "off"          # SRTP policy of calls to/from this user: off | offer | require
+    may_set_caller_id_name: bool = False   # the phone's From display name is shown, not caller_id_name
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,7 @@ _SECTIONS: dict[str, type] = {
 _LISTS: dict[str, type] = {"users": User, "gateways": Gateway}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 SRTP_POLICIES = ("off", "offer", "require")
+CALLER_ID_MISMATCH = ("replace", "refuse")
 
 
 def split_hostport(text: str, default_port: int, allow_any_port: bool = False) -> tuple[str, int]:
@@ -305,6 +310,8 @@ def _validate(cfg: Config, loc: _Locator, problems: list[tuple[int | None, str, 
     algos = cfg.sip.digest_algorithms
     if not algos or any(a not in ("MD5", "SHA-256") for a in algos) or len(set(algos)) != len(algos):
         bad("sip", "digest_algorithms", f"must list \"MD5\" and/or \"SHA-256\" once each (got {list(algos)})")
+    if cfg.sip.caller_id_mismatch not in CALLER_ID_MISMATCH:
+        bad("sip", "caller_id_mismatch", f"must be \"replace\" or \"refuse\" (got {cfg.sip.caller_id_mismatch!r})")
     m = re.fullmatch(r"(\d+)-(\d+)", cfg.sip.rtp_ports)
     if not m or not (1024 <= int(m.group(1)) < int(m.group(2)) <= 65535):
         bad("sip", "rtp_ports", f"must be LOW-HIGH within 1024-65535 (got {cfg.sip.rtp_ports!r})")

@@ -19,6 +19,7 @@ user or gateway entry, and ``sip_secure_media=true`` makes it "require". A peer 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from firmware import aio
@@ -35,6 +36,14 @@ from .sofia_endpoint import SofiaEndpoint, offered_direction
 log = logging.getLogger(__name__)
 
 CODECS = ("PCMU", "PCMA")
+
+
+@dataclass(frozen=True)
+class _CallerId:
+    number: str          # caller_id_number: the authenticated user, else the From user
+    name: str            # caller_id_name
+    presented: str       # the From header's user (sip_from_user), whatever it claimed
+    host: str            # the From header's host
 
 
 class _Setup:
@@ -109,6 +118,9 @@ class SofiaProfile:
             log.warning("INVITE %s: malformed SDP: %s", call.call_id, exc)
             self._refuse(call, 488, f"malformed SDP, {exc}")
             return
+        caller = self._caller_id(call)
+        if caller is None:
+            return
         try:
             leg = await self.engine.open_rtp_leg()
         except PortsExhausted as exc:
@@ -121,23 +133,54 @@ class SofiaProfile:
             return
         setup = _Setup(leg)
         try:
-            self._setup_inbound(call, offer, setup)
+            self._setup_inbound(call, offer, setup, caller)
         except Exception:
             log.exception("INVITE %s: call setup failed; the INVITE is refused and its leg freed", call.call_id)
             self._undo_setup(call, setup)
 
     def _refuse(self, call: IncomingCall, status: int, why: str) -> None:
+        phrase = {488: "Not Acceptable Here", 500: "Server Internal Error"}[status]
+        self._refuse_status(call, status, phrase, why)
+
+    @staticmethod
+    def _refuse_status(call: IncomingCall, status: int, phrase: str, why: str) -> None:
         """A final answer whose reason a phone's log (or an integrator's capture) shows: the
         phrase, and a Warning (RFC 3261 §20.43, code 399 "miscellaneous")."""
         text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in why)[:160]
-        phrase = {488: "Not Acceptable Here", 500: "Server Internal Error"}.get(status, "Refused")
         call.reject(status, f"{phrase} ({text})"[:100], headers={"Warning": f'399 earshot "{text}"'})
 
-    def _setup_inbound(self, call: IncomingCall, offer: sdp.SessionDescription, setup: _Setup) -> None:
+    def _caller_id(self, call: IncomingCall) -> _CallerId | None:
+        """Who is calling. For a user who authenticated, that user: the From header is the
+        caller's to write, so a From naming someone else is replaced (or refused with 403, as
+        ``[sip] caller_id_mismatch`` says) — else spymap, the audit and the callee's display would
+        name whoever the caller chose. The name is the configured one unless the user may set it.
+        Unauthenticated calls (a trusted gateway) keep what From says. None: refused."""
+        frm = call.from_.uri
+        presented = getattr(frm, "user", None) or "anonymous"
+        host = getattr(frm, "host", "") or call.source.host
+        display = call.from_.display or ""
+        user = call.auth_user
+        if not user:
+            return _CallerId(presented, display or presented, presented, host)
+        config = getattr(self.switch, "config", None)
+        if presented != user:
+            refuse = config is not None and config.sip.caller_id_mismatch == "refuse"
+            log.warning("INVITE %s from %s:%d: From names %r but the caller authenticated as %r; %s",
+                        call.call_id, call.source.host, call.source.port, presented[:64], user,
+                        "refused (403)" if refuse else f"caller id set to {user}")
+            if refuse:
+                self._refuse_status(call, 403, "Forbidden", "From is not the authenticated user")
+                return None
+        entry = config.user(user) if config is not None else None
+        name = (display if display and entry is not None and entry.may_set_caller_id_name else "") \
+            or (entry.caller_id_name if entry is not None else "") or user
+        return _CallerId(user, name, presented, host)
+
+    def _setup_inbound(self, call: IncomingCall, offer: sdp.SessionDescription, setup: _Setup,
+                       caller: _CallerId) -> None:
         leg = setup.leg
-        frm, to = call.from_.uri, call.invite.uri
-        from_user = getattr(frm, "user", None) or "anonymous"
-        from_host = getattr(frm, "host", "") or call.source.host
+        to = call.invite.uri
+        from_user, from_host = caller.number, caller.host
         policy = self.srtp_policy(user=call.auth_user or from_user, host=call.source.host, default="offer")
         try:
             answer, negotiated = sdp.negotiate(offer, self.engine.advertised_ip, leg.local_port, srtp=policy)
@@ -155,10 +198,10 @@ class SofiaProfile:
         ep.remote_direction = offered_direction(offer)
         ep.use(negotiated)
         variables = {
-            "caller_id_name": call.from_.display or from_user, "caller_id_number": from_user,
+            "caller_id_name": caller.name, "caller_id_number": caller.number,
             "destination_number": dest, "network_addr": call.source.host,
             "network_port": str(call.source.port), "sip_call_id": call.call_id,
-            "sip_from_user": from_user, "sip_from_host": from_host, "sip_req_user": dest,
+            "sip_from_user": caller.presented, "sip_from_host": from_host, "sip_req_user": dest,
             "sip_to_user": getattr(call.to.uri, "user", None) or dest,
             "sip_user_agent": call.invite.headers.get("User-Agent") or "",
             "read_codec": negotiated.codec, "write_codec": negotiated.codec,
@@ -169,6 +212,7 @@ class SofiaProfile:
         if call.auth_user:
             variables["user_name"] = call.auth_user
             variables["sip_authorized"] = "true"
+            variables["effective_caller_id_name"] = caller.name   # what the callee is shown
         setup.channel = ch = self.switch.new_channel(ep, name=name, direction="inbound", **variables)
         ep.bind(call)
         log.info("%s: INVITE for %s (%s, %s %d)", name, dest, negotiated.codec,

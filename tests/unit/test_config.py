@@ -55,7 +55,7 @@ def test_unknown_key_is_an_error_with_its_line():
         config.parse(text, "stick/earshot.toml")
     line = text.splitlines().index('domian = "earshot.local"') + 1
     assert err.value.lines() == [
-        f"stick/earshot.toml:{line}: sip.domian: unknown key (expected one of: listen, domain, rtp_ports, external_address, digest_algorithms, tls_listen, tls_cert, tls_key, tls_verify_clients, tls_ca)"]
+        f"stick/earshot.toml:{line}: sip.domian: unknown key (expected one of: listen, domain, rtp_ports, external_address, digest_algorithms, tls_listen, tls_cert, tls_key, tls_verify_clients, tls_ca, caller_id_mismatch)"]
 
 
 def test_every_problem_is_reported_at_once_and_secrets_never_shown():
@@ -179,3 +179,15 @@ def test_srtp_policy_per_user_and_gateway_defaults_off_and_is_checked(tmp_path):
         with pytest.raises(config.ConfigError) as err:
             config.parse(bad, "x.toml", str(tmp_path))
         assert f'{where}: must be "off", "offer" or "require"' in str(err.value)
+
+
+def test_caller_id_keys_default_to_the_authenticated_identity_and_are_checked(tmp_path):
+    cfg = config.parse(GOOD, "e.toml")
+    assert cfg.sip.caller_id_mismatch == "replace" and cfg.user("1001").may_set_caller_id_name is False
+    text = GOOD.replace('rtp_ports = "16384-16999"\n', 'rtp_ports = "16384-16999"\ncaller_id_mismatch = "refuse"\n')
+    text = text.replace('eavesdrop_group = "sales"\n', 'eavesdrop_group = "sales"\nmay_set_caller_id_name = true\n')
+    cfg = config.parse(text, "e.toml")
+    assert cfg.sip.caller_id_mismatch == "refuse" and cfg.user("1001").may_set_caller_id_name is True
+    with pytest.raises(config.ConfigError) as err:
+        config.parse('[sip]\ncaller_id_mismatch = "ignore"\n', "x.toml", str(tmp_path))
+    assert 'x.toml:2: sip.caller_id_mismatch: must be "replace" or "refuse" (got \'ignore\')' in str(err.value)

@@ -14,6 +14,7 @@ from firmware.media.leg import RtpLeg
 from firmware.media.rfc4733 import TelephoneEvent
 from firmware.media.rtp import RtpPacket
 from firmware.sip import sdp
+from firmware.sip.auth import DigestServer
 from firmware.sip.transaction import Timers
 from firmware.sip.transport import Transport
 from firmware.sip.ua import IncomingCall, UserAgent
@@ -49,12 +50,17 @@ class Rig:
     """Earshot's B2BUA in-process (UA, switch, media engine) with phones made of our own UA and
     a loopback RTP socket; other test files start it with their own dialplan, users and ports."""
 
-    async def start(self, users=(), plan: str = PLAN, ports: str = PORTS) -> "Rig":
+    async def start(self, users=(), plan: str = PLAN, ports: str = PORTS, *, digest: bool = False,
+                    **sip_keys) -> "Rig":
+        """``digest``: INVITEs are challenged for the users' passwords (else loopback is trusted)."""
         self.t = Transport(HOST, 0)
         await self.t.start()
-        self.ua = UserAgent(self.t, domain=HOST, timers=TIMERS, trusted_hosts={HOST})
-        self.switch = Switch(Config(sip=SipConfig(listen=f"{HOST}:0", rtp_ports=ports), users=tuple(users)),
-                             dialplan=Dialplan.parse(plan))
+        config = Config(sip=SipConfig(listen=f"{HOST}:0", rtp_ports=ports, **sip_keys), users=tuple(users))
+        auth = DigestServer(HOST, b"rig-secret-0123456789", config.password_for, algorithms=("MD5",)) \
+            if digest else None
+        self.ua = UserAgent(self.t, domain=HOST, timers=TIMERS, trusted_hosts=set() if digest else {HOST},
+                            digest_server=auth)
+        self.switch = Switch(config, dialplan=Dialplan.parse(plan))
         self.engine = MediaEngine(ports, HOST)
         await self.engine.start()
         self.profile = attach(self.switch, SimpleNamespace(ua=self.ua, registrar=None), self.engine)
