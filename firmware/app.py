@@ -40,7 +40,10 @@ def find_config(explicit: str | None) -> Path | None:
             return Path(candidate)
     conf_dir = os.environ.get("CONFIGURATION_DIRECTORY")  # systemd ConfigurationDirectory=
     for p in ([Path(conf_dir) / "earshot.toml"] if conf_dir else []) + [SYSTEM_CONFIG]:
-        if p.is_file():
+        try:
+            if p.is_file():
+                return p
+        except PermissionError:   # there, but not ours to read: load() says so (exit 78), no traceback
             return p
     return None
 

@@ -419,9 +419,28 @@ def load(path: str | os.PathLike) -> Config:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
+    except PermissionError as exc:
+        raise ConfigError(str(p), [(None, "", f"cannot read: {exc.strerror} (this process runs as "
+                                    f"{_whoami()}: the file and every directory above it must be "
+                                    "readable by it)")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [(None, "", f"cannot read: {exc}")]) from None
     return parse(text, str(p), str(p.resolve().parent))
+
+
+def _whoami() -> str:
+    import grp  # noqa: PLC0415 - only for this message
+    import pwd  # noqa: PLC0415
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return f"user {user}, group {group}"
 
 
 def state_dir() -> Path:

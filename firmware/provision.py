@@ -26,6 +26,7 @@ Control plane: plain synchronous code (os, subprocess); no asyncio or threads.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import grp
 import hashlib
@@ -80,7 +81,8 @@ MAX_SOUND_BYTES = 16 << 20
 SOUND_KEYS = ("indicate_new", "indicate_idle", "indicate_failed")
 
 FILE_MODE = 0o640  # earshot.toml holds SIP passwords: root and the service's group only
-DIR_MODE = 0o750
+DIR_MODE = 0o750   # sets/ and each set: root and the service's group
+CONFIG_DIR_MODE = 0o755  # /etc/earshot itself holds only links (tmpfiles and the unit say the same)
 MOUNT_OPTIONS = "ro,nosuid,nodev,noexec"
 
 Hook = Callable[[str], None]  # called with the name of each step just done (crash tests)
@@ -297,6 +299,30 @@ def _replace_link(config_dir: Path, name: str, *, target: str | None = None, har
     _step(hook, f"{step}:dir-synced")
 
 
+def _service_dir(path: Path, mode: int, gid: int | None) -> None:
+    """Create or repair a directory on the path to the running config so the service (which runs
+    as its own user, in group ``gid``) can enter it: mode set explicitly (the umask must not narrow
+    it) and the group given. Before, ``sets/`` was made root:root 0750 and the service died on
+    its first provisioned config with EACCES."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, mode)
+    if not stat.S_ISDIR(os.lstat(path).st_mode):     # a file or a link in the way: not ours to chmod
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path))
+    if gid is not None:
+        os.chown(path, -1, gid)
+    os.chmod(path, mode)
+
+
+def _enterable_by_service(path: Path, gid: int | None) -> None:
+    """An existing config directory the service cannot enter gets the service's group and g+rx
+    (never narrower than it was)."""
+    st = os.stat(path)
+    if st.st_mode & 0o005 == 0o005 or gid is None or (st.st_gid == gid and st.st_mode & 0o050 == 0o050):
+        return
+    os.chown(path, -1, gid)
+    os.chmod(path, (st.st_mode & 0o7777) | 0o050)
+
+
 def _copy_entry(config_dir: Path, src: str, dst: str, hook: Hook | None, step: str) -> None:
     """Make ``dst`` the same as ``src`` (a symlink is copied as a symlink, a file by a hard link)."""
     s = config_dir / src
@@ -344,7 +370,7 @@ def install(config_dir: Path, new: ConfigSet, *, gid: int | None = None, hook: H
     ``earshot.toml.prev``. Returns the new set's id. Steps are reported to ``hook``."""
     config_dir = Path(config_dir)
     sets = config_dir / SETS_DIR
-    sets.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    _service_dir(sets, DIR_MODE, gid)
     base_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + new.sha256[:12]
     set_id, n = base_id, 1
     while os.path.lexists(sets / set_id):  # the same config twice within a second
@@ -352,16 +378,11 @@ def install(config_dir: Path, new: ConfigSet, *, gid: int | None = None, hook: H
         set_id = f"{base_id}.{n}"
     staging = sets / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    os.mkdir(staging, DIR_MODE)
-    if gid is not None:
-        os.chown(staging, -1, gid)
+    _service_dir(staging, DIR_MODE, gid)
     for rel, data in sorted(new.files.items()):
         dest = staging / rel
         for parent in reversed(dest.relative_to(staging).parents[:-1]):
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(staging / parent, DIR_MODE)
-                if gid is not None:
-                    os.chown(staging / parent, -1, gid)
+            _service_dir(staging / parent, DIR_MODE, gid)
         _write_synced(dest, data, FILE_MODE, gid)
         _step(hook, f"stage:{rel}:written")
         if dest.parent != staging:
@@ -490,10 +511,35 @@ def systemctl(verb: str, unit: str = SERVICE) -> None:
         raise RuntimeError(f"systemctl {verb} {unit}: {r.stderr.strip() or r.returncode}")
 
 
-def systemd_reload() -> None:
-    """Reload the service, or start it when it is down (a fresh config deserves a fresh start limit)."""
+def _reset_failed() -> None:
+    """Forget earlier failed starts: after StartLimitBurst of them systemd refuses every start
+    ("Start request repeated too quickly"), and a config provisioning brings (or rolls back to)
+    deserves a fresh start limit."""
     subprocess.run(["systemctl", "reset-failed", SERVICE], capture_output=True, timeout=30)
+
+
+def systemd_reload() -> None:
+    """Reload the service, or start it when it is down."""
+    _reset_failed()
     systemctl("reload-or-restart")
+
+
+def systemd_restart() -> None:
+    _reset_failed()
+    systemctl("restart")
+
+
+def systemd_active(timeout: float) -> str:
+    """Wait (bounded) for the service to be active; returns ``systemctl is-active``'s last answer
+    ("active", or "failed", "activating", … when it did not get there). A --no-block restart may
+    not have begun yet, so any other state is polled again until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subprocess.run(["systemctl", "is-active", SERVICE], capture_output=True, text=True, timeout=30)
+        state = r.stdout.strip() or f"unknown ({r.returncode})"
+        if state == "active" or time.monotonic() >= deadline:
+            return state
+        time.sleep(0.2)
 
 
 def systemd_running() -> bool:
@@ -665,8 +711,12 @@ def _apply(new: ConfigSet, config_dir: Path, rdir: Path, reload: Callable[[], No
     if reload is None:
         reload = systemd_reload if systemd_running() else (lambda: sighup_from_status(rdir))
     if restart is None:
-        restart = (lambda: systemctl("restart")) if systemd_running() else reload
-    config_dir.mkdir(parents=True, exist_ok=True)
+        restart = systemd_restart if systemd_running() else reload
+    gid = _gid_of(group)
+    if not config_dir.exists():
+        config_dir.parent.mkdir(parents=True, exist_ok=True)
+        _service_dir(config_dir, CONFIG_DIR_MODE, gid)
+    _enterable_by_service(config_dir, gid)
     with open(config_dir / ".provision.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two partitions or two sticks: one at a time
         drop_undo(config_dir)  # left by a run killed mid-way: whatever earshot.toml is now, it is whole
@@ -677,7 +727,7 @@ def _apply(new: ConfigSet, config_dir: Path, rdir: Path, reload: Callable[[], No
             return "applied", "unchanged: this config is already running"
         had = save_undo(config_dir, hook=hook)  # a failed attempt leaves everything as it was
         try:
-            set_id = install(config_dir, new, gid=_gid_of(group), hook=hook)
+            set_id = install(config_dir, new, gid=gid, hook=hook)
         except OSError as exc:
             undo(config_dir, had, hook=hook)
             collect_garbage(config_dir)
@@ -703,14 +753,21 @@ def _apply(new: ConfigSet, config_dir: Path, rdir: Path, reload: Callable[[], No
         # after "reload-rejected" the old config is still running and a reload suffices; a service
         # that did not answer in time may be wedged: restart it
         again = reload if why.startswith("the service rejected") else restart
+        ok2, why2 = True, ""
         try:
             again()
             if had[0]:
                 prev_sha = cfgmod.file_sha256(config_dir / CONFIG_NAME)
-                ok, why2 = wait_ready(rdir, prev_sha, since=since, timeout=timeout, fresh_only=False)
+                ok2, why2 = wait_ready(rdir, prev_sha, since=since, timeout=timeout, fresh_only=False)
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-            ok, why2 = False, str(exc)
+            ok2, why2 = False, str(exc)
+        if ok2 and systemd_running():      # the status file may be an old one; systemd must agree
+            state = systemd_active(timeout)
+            if state != "active":
+                ok2, why2 = False, f"{SERVICE} is {state}"
         if not had[0]:
-            return "rolled back", f"{why}; there was no previous config: removed the new one"
-        after = "previous config running again" if ok else f"previous config restored, but the service: {why2}"
+            after = "there was no previous config: removed the new one" + \
+                ("" if ok2 else f", but the service: {why2}")
+        else:
+            after = "previous config running again" if ok2 else f"previous config restored, but the service: {why2}"
         return "rolled back", f"{why}; {after}"

@@ -28,13 +28,9 @@ def install(root: Path, **env: str) -> subprocess.CompletedProcess:
                           env=dict(os.environ, **env))
 
 
-@pytest.fixture(scope="module")
-def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("staged") / "root"
-    r = install(root)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert f"installed under {root}" in r.stderr
-    return root
+@pytest.fixture
+def staged(staged_install: Path) -> Path:
+    return staged_install
 
 
 def test_install_into_a_staging_root(staged: Path, tmp_path: Path) -> None:

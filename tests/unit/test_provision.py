@@ -3,12 +3,14 @@ rolled back; atomic writes; a provisioning process killed at every write step; a
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -429,3 +431,37 @@ def test_neither_device_nor_directory_is_a_usage_error(tmp_path):
     assert provision.main(str(f), config_dir=tmp_path / "etc", runtime_dir=tmp_path / "run") == provision.EXIT_USAGE
     assert provision.main(str(tmp_path / "nope"), config_dir=tmp_path / "etc",
                           runtime_dir=tmp_path / "run") == provision.EXIT_USAGE
+
+
+def test_every_directory_to_the_config_is_open_to_the_service_group(tmp_path, caplog):
+    """The service runs as its own user in its own group: provisioning (as root, umask 0077 here
+    to make the point) must give every directory on the path to the config, and every file of
+    the set, that group and its read bits. Before, sets/ was made root:root 0750 (0700 under
+    this umask) and the service died on its first provisioned config with EACCES.
+    (test_provision_as_root_service_as_nobody runs the installed service as another user.)"""
+    group = grp.getgrgid(os.getgid()).gr_name          # a group this process may chown to
+    conf = tmp_path / "etc" / "earshot"                 # not there yet: provisioning makes it
+    run = tmp_path / "run"
+    run.mkdir()
+    stick = make_stick(tmp_path / "stick", toml(extra=FULL))
+
+    def service_takes_it_up() -> None:                  # this test is about files, not the service
+        provision.write_atomic(run / "status.json", json.dumps(
+            {"pid": os.getpid(), "state": "ready", "config_sha256": sha((stick / "earshot.toml").read_bytes())}
+        ).encode(), mode=0o644)
+
+    old = os.umask(0o077)
+    try:
+        rc = provision.main(str(stick), config_dir=conf, runtime_dir=run, group=group,
+                            reload=service_takes_it_up, restart=service_takes_it_up, timeout=5)
+    finally:
+        os.umask(old)
+    assert rc == 0, caplog.text
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o755
+    target = conf / os.readlink(conf / "earshot.toml")  # sets/<id>/earshot.toml
+    for d in (conf / "sets", target.parent):
+        st = d.stat()
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (os.getgid(), 0o750), d
+    for f in target.parent.rglob("*"):
+        st = f.stat()
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (os.getgid(), 0o750 if f.is_dir() else 0o640), f
