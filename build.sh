@@ -13,15 +13,16 @@ PY="$VENV/bin/python"
 APT_BUILD="build-essential pkg-config python3-dev python3-venv libspandsp-dev libsoxr-dev portaudio19-dev"
 # On the appliance: the runtime libraries (dist/install build the wheel on the target itself).
 APT_PI="portaudio19-dev"
-# What the installed units run besides the venv: ExecReload=/bin/kill is procps's.
-APT_RUNTIME="procps"
+# What the installed appliance runs besides the venv: the media core's libraries, and procps
+# (the unit's ExecReload=/bin/kill).
+APT_RUNTIME="procps libspandsp2 libsoxr0"
 # The interpreter the appliance runs: Debian's (Raspberry Pi OS's), never a pyenv or a local build
 # that happens to be first on PATH here. The checkout's venv prefers it too, so the wheel it builds
 # carries extensions for the same Python.
 TARGET_PY="${EARSHOT_TARGET_PYTHON:-/usr/bin/python3}"
 # Tests: real peers and signal tools (see docs/testing.md).
 APT_TEST="espeak-ng sox libsox-fmt-all baresip baresip-core sip-tester kamailio kamailio-extra-modules
-          portaudio19-dev libasound2-plugins alsa-utils tshark"
+          portaudio19-dev libasound2-plugins alsa-utils tshark systemd-container debootstrap"
 
 log() { printf '[build] %s\n' "$*" >&2; }
 

@@ -53,13 +53,16 @@ def load_config(path: Path | None) -> cfgmod.Config:
 
 
 def write_status(state: str, cfg: cfgmod.Config, config_path: Path | None, detail: str = "",
-                 sip_port: int | None = None, control_port: int | None = None) -> None:
+                 sip_port: int | None = None, control_port: int | None = None,
+                 restart_needed: list[str] | None = None) -> None:
     """Publish what is running in ``<runtime dir>/status.json`` (atomically), so the provisioning
     tool can tell that a reload took effect: it compares ``config_sha256`` with the file it wrote."""
     d = cfgmod.runtime_dir()
     d.mkdir(parents=True, exist_ok=True)
     status = {"pid": os.getpid(), "state": state, "config": cfg.source, "detail": detail, "sip_port": sip_port,
               "control_port": control_port,
+              # parts of the file that only a restart applies (provisioning restarts for them)
+              "restart_needed": restart_needed or [],
               "config_sha256": cfgmod.file_sha256(config_path) if config_path and config_path.is_file() else ""}
     tmp = d / f".status.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(status))
@@ -79,9 +82,10 @@ class Appliance:
         self.control: ControlServer | None = None
         self.devices: Devices | None = None
 
-    def status(self, state: str, detail: str = "", config_path: Path | None = None) -> None:
+    def status(self, state: str, detail: str = "", config_path: Path | None = None,
+               restart_needed: list[str] | None = None) -> None:
         write_status(state, self.cfg, config_path, detail, self.sip.port,
-                     self.control.port if self.control else None)
+                     self.control.port if self.control else None, restart_needed)
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -154,7 +158,7 @@ class Appliance:
             key for key in ("panel", "handset", "control") if getattr(old, key) != getattr(new, key)]
         if later:
             log.warning("reload: %s changed; that takes a restart (systemctl restart earshot)", ", ".join(later))
-        self.status("ready", config_path=self.config_path)
+        self.status("ready", config_path=self.config_path, restart_needed=later)
         sdnotify.notify("READY=1", "STATUS=serving")
         return None
 

@@ -705,6 +705,16 @@ def _provision(root: Path, device: str, config_dir: Path, rdir: Path, reload: Ca
     return EXIT_CODES[outcome]
 
 
+def _ask_and_wait(ask: Callable[[], None], rdir: Path, sha256: str, timeout: float) -> tuple[bool, str]:
+    """Ask the service to reload or restart, then wait for it to run ``sha256``."""
+    since = _status_identity(rdir)
+    try:
+        ask()
+        return wait_ready(rdir, sha256, since=since, timeout=timeout)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        return False, f"could not ask the service to reload: {exc}"
+
+
 def _apply(new: ConfigSet, config_dir: Path, rdir: Path, reload: Callable[[], None] | None,
            restart: Callable[[], None] | None, timeout: float, group: str | None,
            hook: Hook | None) -> tuple[str, str]:
@@ -735,12 +745,15 @@ def _apply(new: ConfigSet, config_dir: Path, rdir: Path, reload: Callable[[], No
         log.info("installed set %s; asking the service to reload", set_id)
         # a service on the embedded default has no file to re-read: it needs a restart to pick one up
         ask = restart if status.get("config") == "<embedded default>" else reload
-        since = _status_identity(rdir)
-        try:
-            ask()
-            ok, why = wait_ready(rdir, new.sha256, since=since, timeout=timeout)
-        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-            ok, why = False, f"could not ask the service to reload: {exc}"
+        ok, why = _ask_and_wait(ask, rdir, new.sha256, timeout)
+        later = (read_status(rdir) or {}).get("restart_needed") if ok else None
+        if later:
+            # a reload that leaves part of the file for "a restart" has not applied it: restart
+            # now, so the config that runs (and survives the next boot) is the one that was checked
+            log.info("the service needs a restart for %s; restarting it", ", ".join(later))
+            ok, why = _ask_and_wait(restart, rdir, new.sha256, timeout)
+            if not ok:
+                why = f"after a restart for {', '.join(later)}: {why}"
         if ok:
             drop_undo(config_dir)
             collect_garbage(config_dir)

@@ -465,3 +465,26 @@ def test_every_directory_to_the_config_is_open_to_the_service_group(tmp_path, ca
     for f in target.parent.rglob("*"):
         st = f.stat()
         assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (os.getgid(), 0o750 if f.is_dir() else 0o640), f
+
+
+def test_a_change_only_a_restart_applies_makes_provisioning_restart_the_service(env, caplog):
+    """A reload that says "[panel] changed; that takes a restart" has not applied the stick: the
+    appliance would run the old panel until some later reboot (and a config that cannot start
+    would only fail then, with no rollback). Provisioning restarts the service and waits again."""
+    tmp, conf = env
+    running = [App(tmp, conf)]
+
+    def restart() -> None:                       # what `systemctl restart` does
+        assert "Traceback" not in running[-1].stop()
+        running.append(App(tmp, conf))
+
+    stick = make_stick(tmp / "stick", toml(extra='[panel]\nspy = "user/1001"\n'))
+    try:
+        rc = provision.main(str(stick), config_dir=conf, runtime_dir=running[0].runtime,
+                            reload=running[0].reload, restart=restart, timeout=30)
+        assert rc == 0, caplog.text
+        assert len(running) == 2 and "needs a restart for sip.domain, panel; restarting it" in caplog.text
+        st = running[-1].status()
+        assert st["config_sha256"] == sha((stick / "earshot.toml").read_bytes()) and st["restart_needed"] == []
+    finally:
+        assert "Traceback" not in running[-1].stop()
