@@ -35,6 +35,8 @@ from .db import Db
 from .dialplan import Dialplan, DialplanHolder
 from .expand import ApiRegistry, expand
 
+SPYMAP = "spymap"      # the seed's db realm: agent id -> the uuid to eavesdrop on
+
 log = logging.getLogger(__name__)
 
 AppFunction = Callable[["Switch", Channel, str], Awaitable[None]]
@@ -255,20 +257,36 @@ class Switch:
         """Create a channel in the table and fire CHANNEL_CREATE.
 
         A ``user_name`` naming a configured user brings that user's variables (eavesdrop_group,
-        may_eavesdrop, …) unless given explicitly.
+        may_eavesdrop, …) unless given explicitly, and makes the channel that user's *agent leg*
+        (``agent_id``): the leg whose far end is that user's phone, whichever way the call goes.
         """
         user = variables.get("user_name")
         merged = dict(self.user_variables(user)) if user else {}
         merged.update({k: v for k, v in variables.items() if v is not None})
+        if user and self.config.user(user) is not None:
+            merged["agent_id"] = user
         ch = Channel(endpoint, name=name, direction=direction, variables=merged, bus=self.events,
                      clock=self.clock)
         self._channels[ch.uuid] = ch
         ch._on_destroy.append(self._forget)
+        self._record_agent_leg(ch)
         ch.fire(ev.CHANNEL_CREATE)
         return ch
 
+    def _record_agent_leg(self, ch: Channel) -> None:
+        """spymap/<agent> = the agent's leg, for calls the agent places *and* receives: the seed's
+        ``88<id>`` reads ``${db(select/spymap/<id>)}``, and its ``global`` extension only records
+        the number that placed a call (so a received call — most of a call centre's — was not
+        found, and a placed one was found by whatever From claimed)."""
+        agent = ch.get_variable("agent_id")
+        if agent:
+            self.db.insert(SPYMAP, agent, ch.uuid)
+
     def _forget(self, ch: Channel) -> None:
         self._channels.pop(ch.uuid, None)
+        agent = ch.get_variable("agent_id")
+        if agent and self.db.select(SPYMAP, agent) == ch.uuid:   # no stale entry once it has ended
+            self.db.delete(SPYMAP, agent)
 
     def get(self, uuid: str) -> Channel | None:
         return self._channels.get(uuid)

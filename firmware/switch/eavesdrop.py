@@ -266,15 +266,21 @@ class Eavesdrop:
 
     def candidates(self, ch, opts):
         """The targets of one ``all`` pass, in creation order: answered, tappable, in the group, no
-        spies, and (unless ``eavesdrop_all_legs``) the first leg of each call only."""
+        spies, and (unless ``eavesdrop_all_legs``) one leg per call: the agent's. With a group
+        that is the leg in it; otherwise a leg facing an agent (``agent_id``) is taken over one
+        facing a caller who is not, so digit 2 reaches the agent and never the customer."""
         out, seen = [], set()
         for c in self.sw.channels():
             if c.uuid in seen or not self._eligible(ch, c, opts):
                 continue
+            other = c.other_leg
+            if not opts.all_legs and other is not None:
+                seen.add(other.uuid)
+                if not c.get_variable("agent_id") and other.get_variable("agent_id") \
+                        and self._eligible(ch, other, opts):
+                    c = other
             out.append(c)
             seen.add(c.uuid)
-            if not opts.all_legs and c.other_leg is not None:
-                seen.add(c.other_leg.uuid)
         return out
 
     def _locate(self, ch, uuid):

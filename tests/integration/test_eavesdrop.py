@@ -284,3 +284,59 @@ def test_seed_queue_dtmf_w2_starts_whispering_to_the_caller(tmp_path: Path) -> N
     assert tones_in(b, starts[b.name], t + 0.5, t + MODE_S - 0.3, (440, 2000)) == {440}
     # after the spy hung up, A and B still hear each other
     assert tones_in(a, starts[a.name], t + MODE_S + 0.3, t + MODE_S + 0.9, (1000,)) == {1000}
+
+
+def test_a_received_call_is_found_by_the_agents_id_and_whispers_reach_the_agent(tmp_path: Path) -> None:
+    """The call centre's common case: customer C (1004) calls agent A1 (1001). 881001 finds A1's call
+    although A1 did not place it, and its target is A1's leg: 2 reaches only A1, 1 only C. Then 779
+    (group sales: A1's) targets A1's leg too, and 2 again reaches A1 and never the customer.
+    Before, 881001 found nothing and 779 whispered "to the agent" into the customer's ear."""
+    peers = PeerGroup(tmp_path)
+    windows: list[tuple[str, int, float]] = []
+
+    async def main():
+        stack = await Stack().start(tmp_path, EavesdropConfig(require_group="sales"))
+        try:
+            ph = await phones(stack, peers, tmp_path, ("1004", "1001", "1003"))
+            c, a1, s = ph["1004"], ph["1001"], ph["1003"]
+            starts = await call(stack, c, a1, "1001")
+            await until(lambda: any(e.name == ev.CHANNEL_BRIDGE for e in stack.events))
+            agent_leg = stack.switch.db.api("select/spymap/1001")
+            assert stack.switch.get(agent_leg).direction == "outbound"     # the leg to A1's phone
+            for ext in ("881001", "779"):
+                n0 = len(stack.custom("eavesdrop::start"))
+                await blocking(s.dial, stack.uri(ext))
+                await blocking(s.await_event, "CALL_ESTABLISHED", 10)
+                starts.setdefault(s.name, [])
+                starts[s.name].append(time.monotonic())
+                await until(lambda: len(stack.custom("eavesdrop::start")) == n0 + 1)
+                assert stack.custom("eavesdrop::start")[-1]["Eavesdrop-Target-UUID"] == agent_leg, ext
+                modes = stack.custom("eavesdrop::mode")
+                for digit in ("2", "1") if ext == "881001" else ("2",):
+                    m0 = len(modes)
+                    await blocking(s.send_dtmf, digit)
+                    await until(lambda: len(stack.custom("eavesdrop::mode")) == m0 + 1, 5)
+                    windows.append((ext, int(digit), time.monotonic()))
+                    await asyncio.sleep(MODE_S)
+                await blocking(s.hangup)
+                await blocking(s.await_event, "CALL_CLOSED", 10)
+                await until(lambda: len(stack.custom("eavesdrop::stop")) == n0 + 1, 5)
+                await asyncio.sleep(1.1)                       # baresip names recordings by the second
+            await blocking(c.hangup)
+            await blocking(a1.await_event, "CALL_CLOSED", 10)
+            assert stack.switch.db.api("select/spymap/1001") == ""    # no stale entry after the call
+            return starts, ph
+        finally:
+            await blocking(peers.close)
+            await stack.close()
+
+    starts, ph = run(main())
+    c, a1, s = ph["1004"], ph["1001"], ph["1003"]
+    spy_call = {"881001": 0, "779": 1}
+    for ext, mode, t in windows:
+        lo, hi = t + 0.6, t + MODE_S - 0.4
+        where = f"{ext}, mode {mode}"
+        assert tones_in(s, starts[s.name][spy_call[ext]], lo, hi, (700, 440), spy_call[ext] - 2) == {700, 440}, where
+        heard_by_agent = 2000 in tones_in(a1, starts[a1.name], lo, hi, (2000,))
+        heard_by_customer = 2000 in tones_in(c, starts[c.name], lo, hi, (2000,))
+        assert (heard_by_agent, heard_by_customer) == ((True, False) if mode == 2 else (False, True)), where

@@ -337,3 +337,24 @@ def test_export_sets_the_bridged_leg_too():
         return got
 
     assert run(main()) == ("1", "1", None, "exported,late,nolocal:only_b")
+
+
+def test_the_spymap_has_each_agents_leg_whichever_way_the_call_went():
+    """88<id> reads spymap/<id>: the agent leg, for the call the agent placed and for the one it
+    received (before, only the placing number was recorded, by the dialplan), gone when it ends."""
+    sw = Switch(CFG)
+    placed = sw.new_channel(NullEndpoint(), user_name="1001", caller_id_number="1001")
+    received = sw.new_channel(NullEndpoint(), user_name="1002", caller_id_number="5551234", direction="outbound")
+    customer = sw.new_channel(NullEndpoint(), caller_id_number="5551234")        # no configured user
+    assert (placed.get_variable("agent_id"), received.get_variable("agent_id")) == ("1001", "1002")
+    assert customer.get_variable("agent_id") is None
+    assert sw.db.api("select/spymap/1001") == placed.uuid and sw.db.api("select/spymap/1002") == received.uuid
+    assert sw.db.api("select/spymap/5551234") == ""
+    nobody = sw.new_channel(NullEndpoint(), user_name="1099")                   # not a configured user
+    assert nobody.get_variable("agent_id") is None and sw.db.api("select/spymap/1099") == ""
+    newer = sw.new_channel(NullEndpoint(), user_name="1002", direction="outbound")   # a second call
+    received.remote_hangup()
+    assert sw.db.api("select/spymap/1002") == newer.uuid      # an older leg ending leaves the newer one
+    newer.remote_hangup()
+    placed.remote_hangup()
+    assert sw.db.api("select/spymap/1002") == sw.db.api("select/spymap/1001") == ""

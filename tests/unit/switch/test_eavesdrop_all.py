@@ -191,3 +191,27 @@ def test_a_volume_change_carries_over_to_the_next_target():
         return [t.kw["listen_gain_db"] for t in rig.media.taps]
 
     assert run(main()) == [0.0, -9.0]
+
+
+def test_without_a_group_the_agent_leg_of_a_received_call_is_the_target():
+    """A customer (no configured user) calls agent 1003: the target is 1003's leg, so digit 2 (whisper
+    to the target) reaches the agent and never the customer. Before, the first leg — the customer's
+    — was taken."""
+    async def main():
+        rig = all_rig()
+        rig.sw.get(rig.a.uuid).remote_hangup()          # only the inbound call below
+        rig.sw.get(rig.b.uuid).remote_hangup()
+        customer = rig.sw.new_channel(NullEndpoint("sofia/gateway/pbx/5551234"), caller_id_number="5551234")
+        agent = rig.sw.new_channel(NullEndpoint("sofia/internal/1003"), user_name="1003",
+                                   caller_id_number="5551234", direction="outbound")
+        for c in (customer, agent):
+            c.mark_answered()
+        customer.other_leg, agent.other_leg = agent, customer
+        rig.media.bridged |= {customer.uuid, agent.uuid}
+        rig.start(data="all")
+        got = await visits(rig, 2)
+        return got, agent, customer
+
+    got, agent, customer = run(main())
+    assert agent.get_variable("agent_id") == "1003" and customer.get_variable("agent_id") is None
+    assert got == [agent.uuid, agent.uuid]
