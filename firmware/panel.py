@@ -14,13 +14,16 @@ reports these), ``set_error``/``clear_error``, ``set_sip_up``, ``gateway_state(n
 (SipService.on_gateway_state), and the provisioning report file, polled.
 
 Buttons: LISTEN ``0``, WHISPER AGENT ``2``, WHISPER CALLER ``1``, BARGE ``3``, NEXT ``*`` (short or
-long press alike, except: long NEXT hangs up the spy's call); VOL+/VOL- step the listen volume by
+long press alike, except: long NEXT hangs up the spy's call). The whisper buttons speak in roles:
+``2`` whispers to the eavesdrop target and ``1`` to its peer, so when a session's target is not
+the agent's leg but its peer is (an eavesdrop started on a uuid by hand), the two are swapped for
+that session: WHISPER AGENT always reaches the agent (``agent_id``), WHISPER CALLER the far party; VOL+/VOL- step the listen volume by
 3 dB (long press: back to 0 dB), written to the spy channel's ``eavesdrop_listen_gain_db``; the hook
 input calls ``on_hook(off_hook)``.
 
 LEDs: STATUS heartbeat (fast blink while any error is set); REGISTERED when every gateway is
 registered (SIP up when there are none; slow blink while trying); LISTEN / WHISPER / BARGE show the
-spy's mode (WHISPER steady = to the agent, mode 2; blinking = to the caller, mode 1); ACTIVE while a
+spy's mode (WHISPER steady = to the agent; blinking = to the caller, by role as above); ACTIVE while a
 target is spied on; the provisioning patterns take over all LEDs for a while.
 """
 
@@ -48,6 +51,7 @@ def _warn(msg):
 
 
 DIGITS = {"listen": "0", "whisper_agent": "2", "whisper_caller": "1", "barge": "3", "next": "*"}
+SWAPPED_WHISPER = {"2": "1", "1": "2"}     # when the target is the far party's leg
 LISTEN_GAIN_VAR = "eavesdrop_listen_gain_db"
 VOLUME_STEP_DB = 3
 VOLUME_MIN_DB = -24
@@ -196,7 +200,21 @@ class Panel:
         if digit is None:
             _warn("unknown button %r" % (name,))
             return
+        if name in ("whisper_agent", "whisper_caller") and self.agent_is_peer():
+            digit = SWAPPED_WHISPER[digit]
         self.send_digit(digit)
+
+    def agent_is_peer(self):
+        """True when the running session's target is not an agent's leg but the leg bridged to it
+        is: digit 2 (whisper to the target) would reach the far party, so the roles swap."""
+        session = self.active_session()
+        if session is None or session[0] is None or self.switch is None:
+            return False
+        target = self.switch.get(session[0])
+        if target is None or target.get_variable("agent_id"):
+            return False
+        peer = getattr(target, "other_leg", None)
+        return peer is not None and bool(peer.get_variable("agent_id"))
 
     def send_digit(self, digit):
         """Queue ``digit`` on the active spy channel; False when there is none."""
@@ -334,6 +352,8 @@ class Panel:
         session = self.active_session()
         mode = session[1] if session is not None else None
         out["listen"] = ON if mode == 0 else OFF
+        if mode in (1, 2) and self.agent_is_peer():
+            mode = 3 - mode                  # by role: steady = to the agent, blinking = to the caller
         out["whisper"] = ON if mode == 2 else (WHISPER_CALLER_BLINK if mode == 1 else OFF)
         out["barge"] = ON if mode == 3 else OFF
         out["active"] = ON if session is not None and session[0] is not None else OFF

@@ -217,3 +217,30 @@ def test_panel_rejects_a_bad_spy() -> None:
     import pytest
     with pytest.raises(ValueError, match="user/<id>"):
         P.Panel(None, None, spy="sofia/1003")
+
+
+@aiotest
+async def test_whisper_buttons_speak_in_roles_whichever_leg_is_the_target() -> None:
+    """On a received call spied on by the customer's uuid (by hand, e.g. from the control socket),
+    digit 2 would whisper to the customer: WHISPER AGENT sends 1 for that session instead, and the
+    WHISPER LED still shows the role (steady = to the agent). On the agent's own leg, 2 as usual."""
+    r = Rig()
+    r.start()
+    customer = r.channel("sofia/gateway/pbx/5551234", caller_id_number="5551234")
+    agent = r.channel("sofia/internal/1002", agent_id="1002", caller_id_number="5551234")
+    customer.other_leg, agent.other_leg = agent, customer
+    spy = r.channel("handset/local", may_eavesdrop="true")
+    await r.spy_on(spy, customer)
+    assert r.panel.agent_is_peer()
+    await r.press("whisper_agent")
+    assert r.panel.digits_sent[-1] == (spy.uuid, "1") and r.engine.modes()[spy.uuid] == 1   # to the peer: the agent
+    assert r.panel.patterns["whisper"] == P.ON
+    await r.press("whisper_caller")
+    assert r.panel.digits_sent[-1] == (spy.uuid, "2") and r.engine.modes()[spy.uuid] == 2   # to the target: the customer
+    assert r.panel.patterns["whisper"] == P.WHISPER_CALLER_BLINK
+    await r.press("next")                        # this session ends; now the agent's own leg
+    await r.spy_on(spy, agent)
+    assert not r.panel.agent_is_peer()
+    await r.press("whisper_agent")
+    assert r.panel.digits_sent[-1] == (spy.uuid, "2") and r.engine.modes()[spy.uuid] == 2
+    assert r.panel.patterns["whisper"] == P.ON
