@@ -95,23 +95,30 @@ def read(path: str | os.PathLike) -> Iterator[dict]:
 
 
 def format_record(r: dict) -> str:
-    """One line for people: time, event, who, which call, mode, why."""
-    mode = r.get("mode")
-    parts = [str(r.get("time", "?")), f"{r.get('event', '?'):<7}", f"user={r.get('user', '')}",
-             f"spy={r.get('spy_uuid', '')}", f"target={r.get('target_uuid', r.get('target', ''))}"]
-    if r.get("target_caller_id"):
+    """One line for people: time, event, supervisor, agent and far party, mode by role, durations,
+    why; then the uuids (for matching with the event log)."""
+    parts = [str(r.get("time", "?")), f"{r.get('event', '?'):<7}", f"supervisor={r.get('user', '')}"]
+    for key, label in (("agent", "agent"), ("far_party", "far")):
+        if r.get(key):
+            name = r.get(key + "_name") or ""
+            parts.append(f"{label}={r[key]}" + (f' "{name}"' if name and name != r[key] else ""))
+    if not r.get("agent") and r.get("target_caller_id"):
         parts.append(f"caller={r['target_caller_id']}")
-    if mode is not None:
-        parts.append(f"mode={mode}")
+    if r.get("mode_role"):
+        parts.append(f"mode={r['mode_role']}")
+    elif r.get("mode") is not None:
+        parts.append(f"mode={r['mode']}")
     if "target_secure" in r:
         call = r.get("target_secure") and (r.get("peer_secure") or not r.get("peer_uuid"))
         parts.append(f"srtp call={'yes' if call else 'no'} spy={'yes' if r.get('spy_secure') else 'no'}")
     if "previous_mode" in r:
-        parts.append(f"after mode {r['previous_mode']} for {r['previous_mode_ms'] / 1000:.1f} s")
+        parts.append(f"after {r.get('previous_mode_role') or 'mode %s' % r['previous_mode']} "
+                     f"for {r['previous_mode_ms'] / 1000:.1f} s")
     if "duration_ms" in r:
         parts.append(f"lasted {r['duration_ms'] / 1000:.1f} s")
     if r.get("reason"):
         parts.append(f"({r['reason']})")
+    parts.append(f"spy={r.get('spy_uuid', '')} target={r.get('target_uuid', r.get('target', ''))}")
     return " ".join(parts)
 
 

@@ -15,7 +15,7 @@ microphone cannot be fed, so the digit goes to the handset's digit input (``leg.
 point just after in-band detection.
 
 Drawn: each LED as ● / ○ (a blink shorter than a frame is still shown for one frame), the handset
-(hook, keyed digits, the application its call runs), the eavesdrop target (uuid, caller id),
+(hook, keyed digits, the application its call runs), the agent supervised and the far party,
 mode and listen volume from the switch's ``eavesdrop::*`` events, SIP registrations and gateway
 states from ``status()``, the latest log lines, a help line. At most 10 frames a second, and only
 rows that changed are written. While the panel is up, log handlers writing to this terminal are
@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from firmware import aio
 from hw.board import PinMap
 from hw.gpio import LONG_PRESS_MS, Leds, SimGpio
 
@@ -54,7 +55,6 @@ KEY_BUTTONS = {"l": "listen", "a": "whisper_agent", "c": "whisper_caller", "b": 
                "+": "vol_up", "=": "vol_up", "-": "vol_down"}
 KEYPAD = frozenset("0123456789*#")
 LED_ORDER = ("status", "registered", "listen", "whisper", "barge", "active")
-MODE_NAMES = {0: "listen", 1: "whisper caller", 2: "whisper agent", 3: "barge"}
 HELP = ("keys: l listen  a whisper agent  c whisper caller  b barge  n next (N: long = hang up)",
         "      +/- volume  h hook  0-9 * # keypad  q quit")
 
@@ -62,6 +62,10 @@ _CSI = "\x1b["
 ENTER = _CSI + "?1049h" + _CSI + "?25l" + _CSI + "2J"     # alternate screen, hide cursor, clear
 LEAVE = _CSI + "?25h" + _CSI + "?1049l"                   # show cursor, back to the normal screen
 _ESC_SEQ = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|O.|.)?")
+
+
+def _named(number: str, name: str) -> str:
+    return f'{number} "{name}"' if name and name != number else number or "?"
 
 
 class TerminalPanel:
@@ -282,11 +286,15 @@ class TerminalPanel:
             if sub == "eavesdrop::stop":
                 self.sessions.pop(spy, None)
             else:
-                self.sessions.pop(spy, None)       # re-insert: the newest session is last
-                self.sessions[spy] = {k: event.get(h) or "" for k, h in (
-                    ("target", "Eavesdrop-Target-UUID"), ("number", "Eavesdrop-Target-Caller-ID-Number"),
-                    ("name", "Eavesdrop-Target-Caller-ID-Name"), ("peer", "Eavesdrop-Peer-Caller-ID-Number"),
-                    ("mode", "Eavesdrop-Mode"), ("user", "Eavesdrop-User"))}
+                old = self.sessions.pop(spy, None)  # re-insert: the newest session is last
+                self.sessions[spy] = s = {k: event.get(h) or "" for k, h in (
+                    ("target", "Eavesdrop-Target-UUID"), ("agent", "Eavesdrop-Agent-ID"),
+                    ("agent_name", "Eavesdrop-Agent-Name"), ("far", "Eavesdrop-Far-Party-Number"),
+                    ("far_name", "Eavesdrop-Far-Party-Name"), ("number", "Eavesdrop-Target-Caller-ID-Number"),
+                    ("name", "Eavesdrop-Target-Caller-ID-Name"), ("role", "Eavesdrop-Mode-Role"),
+                    ("user", "Eavesdrop-User"))}
+                same_call = old is not None and old["target"] == s["target"]
+                s["since"] = old["since"] if same_call else aio.ticks_ms()
 
     # --- drawing --------------------------------------------------------------------------------
 
@@ -351,18 +359,21 @@ class TerminalPanel:
         ours = getattr(getattr(self.handset, "channel", None), "uuid", None)
         spy = ours if ours in self.sessions else next(reversed(self.sessions))
         s = self.sessions[spy]
-        who = " ".join(p for p in (s["number"], f'"{s["name"]}"' if s["name"] else "") if p)
-        peer = f"  (with {s['peer']})" if s["peer"] else ""
+        if s["agent"]:                       # in roles: the agent supervised, and whom it talks to
+            who = _named(s["agent"], s["agent_name"])
+            far = f"  with {_named(s['far'], s['far_name'])}" if s["far"] else ""
+            label = "Agent   "
+        else:                                # a call with no agent on it: its target leg's caller
+            who, far, label = _named(s["number"], s["name"]), "", "Target  "
         more = f"  (+{len(self.sessions) - 1} more)" if len(self.sessions) > 1 else ""
-        try:
-            mode = MODE_NAMES.get(int(s["mode"]), s["mode"])
-        except ValueError:
-            mode = s["mode"] or "?"
+        mode = (s["role"] or "?").replace("-", " ").replace("three way", "barge")
+        elapsed = aio.ticks_diff(aio.ticks_ms(), s["since"]) // 1000
         ch = self.switch.get(spy) if self.switch is not None else None
         gain = ch.get_variable("eavesdrop_listen_gain_db") if ch is not None else None
         volume = f"  volume {gain} dB" if gain not in (None, "") else ""
         spy_name = ch.name if ch is not None else s["user"] or spy
-        return [f"Target   {s['target']}  {who}{peer}{more}", f"Mode     {mode}  (spy {spy_name}){volume}"]
+        return [f"{label} {who}{far}{more}",
+                f"Mode     {mode}  {elapsed // 60}:{elapsed % 60:02d}  (spy {spy_name}){volume}"]
 
     def _status_text(self) -> str:
         if self._status is None:

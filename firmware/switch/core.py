@@ -263,8 +263,10 @@ class Switch:
         user = variables.get("user_name")
         merged = dict(self.user_variables(user)) if user else {}
         merged.update({k: v for k, v in variables.items() if v is not None})
-        if user and self.config.user(user) is not None:
+        entry = self.config.user(user) if user else None
+        if entry is not None:
             merged["agent_id"] = user
+            merged["agent_name"] = entry.caller_id_name or user
         ch = Channel(endpoint, name=name, direction=direction, variables=merged, bus=self.events,
                      clock=self.clock)
         self._channels[ch.uuid] = ch

@@ -27,6 +27,35 @@ log = logging.getLogger(__name__)
 
 LISTEN, WHISPER_PEER, WHISPER_TARGET, THREE_WAY = 0, 1, 2, 3
 MODE_NAMES = {0: "listen", 1: "whisper-peer", 2: "whisper-target", 3: "three-way"}
+# the same modes by role, when one leg is an agent's: whom the supervisor speaks to
+ROLE_NAMES = {0: "listen", 1: "whisper-caller", 2: "whisper-agent", 3: "three-way"}
+
+
+def party(leg):
+    """(number, name) of whoever is at the far end of ``leg``: an agent's id and configured name,
+    else the caller of an inbound leg or the number an outbound leg dialled."""
+    if leg is None:
+        return "", ""
+    agent = leg.get_variable("agent_id")
+    if agent:
+        return agent, leg.get_variable("agent_name") or ""
+    if leg.direction == "outbound":
+        return leg.get_variable("destination_number") or "", leg.get_variable("callee_id_name") or ""
+    return leg.get_variable("caller_id_number") or "", leg.get_variable("caller_id_name") or ""
+
+
+def role_name(mode, agent, swapped):
+    """A mode named by whom it speaks to: whisper-agent / whisper-caller when there is an agent."""
+    if not agent:
+        return MODE_NAMES[mode]
+    return ROLE_NAMES[(3 - mode) if swapped and mode in (1, 2) else mode]
+
+
+def roles(target, peer):
+    """(agent leg, far leg, swapped): the target is the agent's leg unless only its peer is."""
+    if peer is not None and not target.get_variable("agent_id") and peer.get_variable("agent_id"):
+        return peer, target, True
+    return target, peer, False
 MODE_DIGITS = {"0": 0, "1": 1, "2": 2, "3": 3}
 NEXT_DIGIT = "*"
 
@@ -434,6 +463,10 @@ class Eavesdrop:
 
     def _announce(self, s, subclass, bug_event, extra=None):
         t, peer = s.target, s.target.other_leg
+        agent_leg, far_leg, swapped = roles(t, peer)
+        agent, agent_name = party(agent_leg) if agent_leg.get_variable("agent_id") else ("", "")
+        far, far_name = party(far_leg)
+        role = role_name(s.mode, agent, swapped)
         h = {
             "Eavesdrop-Spy-UUID": s.spy.uuid,
             "Eavesdrop-Target-UUID": t.uuid,
@@ -446,6 +479,12 @@ class Eavesdrop:
             "Eavesdrop-Target-Caller-ID-Number": t.get_variable("caller_id_number") or "",
             "Eavesdrop-Peer-Caller-ID-Number": (peer.get_variable("caller_id_number") or "")
             if peer is not None else "",
+            # in roles: the agent supervised (its leg may be the target or the peer), the far party
+            "Eavesdrop-Agent-ID": agent,
+            "Eavesdrop-Agent-Name": agent_name,
+            "Eavesdrop-Far-Party-Number": far,
+            "Eavesdrop-Far-Party-Name": far_name,
+            "Eavesdrop-Mode-Role": role,
         }
         # whether each leg runs SRTP (plain Python: this module also runs under MicroPython)
         secure = (("Target", "target_secure", _secure(t)), ("Peer", "peer_secure", _secure(peer)),
@@ -460,12 +499,14 @@ class Eavesdrop:
         record = {"event": subclass.split("::")[1], "spy_uuid": s.spy.uuid, "user": h["Eavesdrop-User"],
                   "target_uuid": t.uuid, "peer_uuid": h["Eavesdrop-Peer-UUID"], "mode": s.mode,
                   "listen": s.listen, "target_caller_id": h["Eavesdrop-Target-Caller-ID-Number"],
-                  "peer_caller_id": h["Eavesdrop-Peer-Caller-ID-Number"]}
+                  "peer_caller_id": h["Eavesdrop-Peer-Caller-ID-Number"], "agent": agent,
+                  "agent_name": agent_name, "far_party": far, "far_party_name": far_name, "mode_role": role}
         for _, key, value in secure:
             record[key] = value
         now = s.spy.clock.now_ms()
         if subclass == SUBCLASS_MODE:
             record["previous_mode"] = int(extra["Eavesdrop-Previous-Mode"])
+            record["previous_mode_role"] = role_name(record["previous_mode"], agent, swapped)
             record["previous_mode_ms"] = int(extra["Eavesdrop-Previous-Mode-Ms"])
         elif subclass == SUBCLASS_STOP:
             record["reason"] = extra["Eavesdrop-Reason"]

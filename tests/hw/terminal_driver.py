@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 
-from firmware.config import PanelConfig
+from firmware.config import Config, PanelConfig, User
 from firmware.media.clock import MediaClock
 from firmware.panel import Panel
 from firmware.switch import NullEndpoint, Switch
@@ -34,7 +34,7 @@ async def run(hook_pin: int | None, destination: str, crash: bool = False) -> in
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    sw = Switch()
+    sw = Switch(Config(users=(User("1001", "pw", "Agent 1001"),)))
     engine = Eavesdrop(sw, FakeHub())
     sw.eavesdrop = engine
     sw.register_app("eavesdrop", engine.app_eavesdrop)
@@ -53,10 +53,14 @@ async def run(hook_pin: int | None, destination: str, crash: bool = False) -> in
     buttons.start()
     panel.start()
     panel.set_sip_up(True)
-    target = sw.new_channel(NullEndpoint("sofia/internal/1001"), name="sofia/internal/1001",
-                            caller_id_number="1001", caller_id_name="Agent 1001")
-    target.mark_answered()
-    sw.db.app(f"insert/spymap/1001/{target.uuid}")
+    # a customer's call received by agent 1001: the agent's leg is in the spymap (the switch did it)
+    customer = sw.new_channel(NullEndpoint("sofia/gateway/pbx/5551234"), name="sofia/gateway/pbx/5551234",
+                              caller_id_number="5551234", caller_id_name="Customer")
+    target = sw.new_channel(NullEndpoint("sofia/internal/1001"), name="sofia/internal/1001", user_name="1001",
+                            caller_id_number="5551234", direction="outbound", destination_number="1001")
+    for leg in (customer, target):
+        leg.mark_answered()
+    customer.other_leg, target.other_leg = target, customer
     term = TerminalPanel(gpio, pins, leds, sw, handset=handset, stop=stopping.set,
                          status=lambda: {"registrations": 2, "gateways": {"pbx": "registered"}})
     await term.start()

@@ -167,7 +167,7 @@ def test_the_terminal_panel_drives_the_appliance(term_factory) -> None:
     t = term_factory("--hook-pin", "16")
     t.wait("the panel", lambda s: s.led("status") is not None and "target call" in s.text())
     assert cbreak(termios.tcgetattr(t.slave)) and not cbreak(t.before)
-    target = re.search(r"target call (" + UUID + ")", t.screen.text()).group(1)
+    assert re.search(r"target call (" + UUID + ")", t.screen.text())
     assert all(t.screen.led(n) is not None for n in ("registered", "listen", "whisper", "barge", "active"))
     assert t.screen.led("registered") and "registrations 2" in t.screen.row("SIP")
     # the heartbeat: STATUS seen lit and seen dark
@@ -183,14 +183,14 @@ def test_the_terminal_panel_drives_the_appliance(term_factory) -> None:
     t.type("h")
     t.wait("on-hook", lambda s: s.row("Handset").startswith("Handset  on-hook") and "call" not in s.row("Handset"))
 
-    # 881001 + lift: eavesdrop on 1001's call through the spymap; the panel shows target and mode
+    # 881001 + lift: eavesdrop on agent 1001's call (one it received: the switch put 1001's leg in
+    # the spymap); the panel names the agent and the far party, not a uuid, and the mode by role
     assert t.screen.row("Target") == "Target   none"
     t.type("881001")
     t.wait("keyed 881001", lambda s: "keyed 881001" in s.row("Handset"))
     t.type("h")
-    t.wait("the target", lambda s: target in s.row("Target") and "1001" in s.row("Target")
-           and s.row("Mode").startswith("Mode     listen"))
-    assert '"Agent 1001"' in t.screen.row("Target")
+    t.wait("the agent", lambda s: s.row("Agent") == 'Agent    1001 "Agent 1001"  with 5551234 "Customer"'
+           and s.row("Mode").startswith("Mode     listen  0:0"))
     t.wait("LISTEN and ACTIVE lit", lambda s: s.led("listen") and s.led("active") and not s.led("barge"))
     t.type("b")                                   # BARGE: a press of its pin, through the debouncer
     t.wait("barge", lambda s: s.row("Mode").startswith("Mode     barge") and s.led("barge")

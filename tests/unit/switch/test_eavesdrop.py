@@ -585,3 +585,44 @@ def test_gains_change_during_the_session():
 
     rig, kept = run(main())
     assert rig.tap.calls == [("gains", -6.0, None)] and kept == -6.0
+
+
+def test_events_and_audit_name_the_agent_the_far_party_and_the_mode_by_role(tmp_path):
+    """A customer (5551234, no configured user) calls agent 1002. Spied on the agent's leg or on the
+    customer's, the events and the audit say who the agent and the far party are, and whom each
+    whisper reached: digit 2 on the agent's leg and digit 1 on the customer's are both whisper-agent."""
+    from firmware.audit import AuditLog, format_record, read
+
+    async def main():
+        rig = Rig()
+        rig.engine.audit = AuditLog(tmp_path / "audit.sqlite", wallclock=lambda: 1_700_000_000.0)
+        for leg in (rig.a, rig.b):
+            leg.remote_hangup()
+        customer = rig.sw.new_channel(NullEndpoint("sofia/gateway/pbx/5551234"), caller_id_number="5551234",
+                                      caller_id_name="Customer")
+        agent = rig.sw.new_channel(NullEndpoint("sofia/internal/1002"), user_name="1002",
+                                   caller_id_number="5551234", direction="outbound", destination_number="1002")
+        for c in (customer, agent):
+            c.mark_answered()
+        customer.other_leg, agent.other_leg = agent, customer
+        rig.media.bridged |= {customer.uuid, agent.uuid}
+        for target, digit in ((agent, "2"), (customer, "1")):
+            rig.start(data=target.uuid)
+            await rig.settle()
+            rig.spy.queue_dtmf(digit)
+            await rig.settle()
+            rig.spy.queue_dtmf("*")
+            await rig.settle()
+        return [e for e in rig.events if e.subclass in ("eavesdrop::start", "eavesdrop::mode")]
+
+    events = run(main())
+    for e in events:
+        assert (e["Eavesdrop-Agent-ID"], e["Eavesdrop-Agent-Name"]) == ("1002", "Agent 1002")
+        assert (e["Eavesdrop-Far-Party-Number"], e["Eavesdrop-Far-Party-Name"]) == ("5551234", "Customer")
+    assert [e["Eavesdrop-Mode-Role"] for e in events] == ["listen", "whisper-agent"] * 2
+    assert [e["Eavesdrop-Mode"] for e in events] == ["0", "2", "0", "1"]
+    lines = [format_record(r) for r in read(tmp_path / "audit.sqlite")]
+    assert [line.split()[1] for line in lines] == ["start", "mode", "stop"] * 2
+    assert all('supervisor=1000 agent=1002 "Agent 1002" far=5551234 "Customer"' in line for line in lines), lines
+    assert "mode=whisper-agent srtp call=no spy=no after listen for 0.0 s" in lines[1]
+    assert "mode=whisper-agent srtp call=no spy=no after listen" in lines[4]
