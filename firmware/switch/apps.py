@@ -226,4 +226,5 @@ BUILTIN_APPS = {
     "bridge": (app_bridge, False),
     "eavesdrop": (slot("eavesdrop"), False),
     "three_way": (slot("three_way"), False),
+    "userspy": (slot("userspy"), False),
 }

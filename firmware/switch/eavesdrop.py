@@ -98,7 +98,7 @@ class Options:
     """The spy's eavesdrop_* variables (channel first, then the config's globals), read at start."""
 
     __slots__ = ("require_group", "enable_dtmf", "hear_target", "hear_peer", "mode", "confirm",
-                 "listen_gain_db", "whisper_gain_db", "notify_parties", "all_legs")
+                 "listen_gain_db", "whisper_gain_db", "notify_parties", "all_legs", "last_mode")
 
     def __init__(self, sw, ch, three_way=False):
         def var(name):
@@ -120,6 +120,7 @@ class Options:
         self.read_gains(sw, ch)
         self.notify_parties = _true(var("eavesdrop_notify_parties"))
         self.all_legs = _true(var("eavesdrop_all_legs"))
+        self.last_mode = self.mode              # the mode the last session ended in (userspy)
 
     def read_gains(self, sw, ch):
         """The gains are read again for every target: the panel's volume keys change them."""
@@ -286,6 +287,82 @@ class Eavesdrop:
             self.sw.events.unsubscribe(token)
             self.spies.discard(ch.uuid)
 
+    async def app_userspy(self, sw, ch, data):
+        """``userspy <agent id>`` (FreeSWITCH mod_spy's, which also takes ``<id>@<domain>``)."""
+        await self.run_user(ch, (data or "").strip().split("@")[0])
+
+    async def run_user(self, ch, agent):
+        """Follow one agent (Avaya's service observing): its current call, then each next one, in
+        the mode the supervisor last chose, until ``*`` or the supervisor hangs up. Between calls
+        indicate_idle plays once and the supervisor waits on the line for the agent's next
+        answered, bridged call (woken by the switch's events, never by polling)."""
+        if not await self._admit(ch, "userspy", agent or "(no agent)"):
+            return
+        opts = Options(self.sw, ch)
+        wake = aio.Mailbox(16)
+        events = ("CHANNEL_ANSWER", "CHANNEL_BRIDGE")
+        token = self.sw.events.subscribe(events, lambda e: wake.put(("event", None)))
+        self.spies.add(ch.uuid)
+        try:
+            await self._media_up(ch)
+            if not agent:
+                raise Failed("userspy needs an agent id")
+            idle_told = False
+            while ch.up:
+                wake.clear()                   # events from here on count; the look below sees the rest
+                target = self._agent_leg(ch, agent, opts)
+                if target is None:
+                    if not idle_told:
+                        log.info("%s: userspy %s: no call now, waiting for the next", ch.name, agent)
+                        await self._play(ch, self.sw.variable(ch, "eavesdrop_indicate_idle"))
+                        idle_told = True
+                    if await self._wait_for_call(ch, wake) == NEXT_DIGIT:
+                        return
+                    continue
+                idle_told = False
+                await self._play(ch, self.sw.variable(ch, "eavesdrop_indicate_new"))
+                try:
+                    reason = await self._spy_on(ch, target, opts)
+                except Failed as exc:
+                    self._failed(ch, target.uuid, str(exc))
+                    await self._play(ch, self._failed_sound(ch))
+                    continue
+                if reason in ("next", "command"):          # * leaves (it does not skip the call)
+                    return
+                opts.mode = opts.last_mode                 # the next call in the mode chosen last
+        except Failed as exc:
+            self._failed(ch, agent, str(exc))
+            await self._play(ch, self._failed_sound(ch))
+        finally:
+            self.sw.events.unsubscribe(token)
+            self.spies.discard(ch.uuid)
+
+    def _agent_leg(self, ch, agent, opts):
+        """The agent's newest leg that can be spied on now (answered, bridged, in the group)."""
+        found = None
+        for c in self.sw.channels():
+            if c.get_variable("agent_id") == agent and self._eligible(ch, c, opts):
+                found = c
+        return found
+
+    async def _wait_for_call(self, ch, wake):
+        """Until a channel answers or bridges (or RESCAN_MS passes), or the supervisor presses a
+        digit; returns the digit, else None."""
+        pump = ch.spawn(self._digits_to(ch, wake))
+        try:
+            kind, value = await ch.guard(ch.clock.wait_for_ms(wake.get(), RESCAN_MS))
+        except aio.TimeoutError:
+            return None
+        finally:
+            pump.cancel()
+        return value if kind == "digit" else None
+
+    @staticmethod
+    async def _digits_to(ch, box):
+        """The spy's DTMF queue into ``box`` (a session's inbox, or the wait between calls)."""
+        while True:
+            box.put(("digit", await ch.next_digit()))
+
     # --- choosing targets -------------------------------------------------------------------------
 
     def _eligible(self, ch, target, opts):
@@ -362,7 +439,7 @@ class Eavesdrop:
                 s.inbox.put(("end", "target-unbridged"))
 
         token = self.sw.events.subscribe(("CHANNEL_HANGUP", "CHANNEL_UNBRIDGE"), on_event)
-        pump = ch.spawn(self._digits(ch, s)) if opts.enable_dtmf else None
+        pump = ch.spawn(self._digits_to(ch, s.inbox)) if opts.enable_dtmf else None
         self._announce(s, SUBCLASS_START, "MEDIA_BUG_START")
         log.info("%s: eavesdrop on %s started in mode %d", ch.name, target.uuid, s.mode)
         reason = None
@@ -388,15 +465,10 @@ class Eavesdrop:
                 ch.flush_dtmf()          # queued digits apply to this target only (FreeSWITCH)
             if reason is None or not ch.up:
                 reason = "spy-hangup"
+            opts.last_mode = s.mode
             self._announce(s, SUBCLASS_STOP, "MEDIA_BUG_STOP", {"Eavesdrop-Reason": reason})
         log.info("%s: eavesdrop on %s ended: %s", ch.name, target.uuid, reason)
         return reason
-
-    async def _digits(self, ch, s):
-        """The spy's DTMF queue into the session inbox (when digits are commands)."""
-        while True:
-            digit = await ch.next_digit()
-            s.inbox.put(("digit", digit))
 
     def _set_mode(self, s, mode, source):
         s.tap.drop_whisper()            # every recognised digit drops queued whisper audio

@@ -2,7 +2,7 @@
 
     engine = register(switch, TapHub(media_engine.clock))
 
-replaces the two application slots, and puts the engine on ``switch.eavesdrop`` (its ``modes()``
+replaces the application slots (eavesdrop, three_way, userspy), and puts the engine on ``switch.eavesdrop`` (its ``modes()``
 feeds the panel's LEDs, ``send_command(spy_uuid, "3")`` is the control socket's eavesdrop-command).
 """
 from __future__ import annotations
@@ -25,4 +25,5 @@ def register(switch: Any, media: Any, audit: Any = None) -> Eavesdrop:
     switch.eavesdrop = engine
     switch.register_app("eavesdrop", engine.app_eavesdrop)
     switch.register_app("three_way", engine.app_three_way)
+    switch.register_app("userspy", engine.app_userspy)
     return engine

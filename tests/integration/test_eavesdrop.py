@@ -340,3 +340,54 @@ def test_a_received_call_is_found_by_the_agents_id_and_whispers_reach_the_agent(
         heard_by_agent = 2000 in tones_in(a1, starts[a1.name], lo, hi, (2000,))
         heard_by_customer = 2000 in tones_in(c, starts[c.name], lo, hi, (2000,))
         assert (heard_by_agent, heard_by_customer) == ((True, False) if mode == 2 else (False, True)), where
+
+
+def test_userspy_follows_an_agent_over_two_calls_without_redialling(tmp_path: Path) -> None:
+    """S dials 891001 (follow agent 1001) before 1001 has a call and stays on the line: customer
+    1004 calls 1001 (S hears both, whispers to 1001), that call ends, then 1001 calls 1002 and S
+    is on it by itself, still whispering to the agent. The audit has the two attachments."""
+    peers = PeerGroup(tmp_path)
+    heard: list[tuple[str, float, set[int]]] = []
+
+    async def main():
+        stack = await Stack().start(tmp_path)
+        try:
+            ph = await phones(stack, peers, tmp_path, ("1004", "1001", "1002", "1003"))
+            c, a1, b, s = ph["1004"], ph["1001"], ph["1002"], ph["1003"]
+            await blocking(s.dial, stack.uri("891001"))
+            await blocking(s.await_event, "CALL_ESTABLISHED", 10)
+            s_start = time.monotonic()
+            starts = await call(stack, c, a1, "1001")
+            await until(lambda: len(stack.custom("eavesdrop::start")) == 1)
+            await blocking(s.send_dtmf, "2")
+            await until(lambda: len(stack.custom("eavesdrop::mode")) == 1, 5)
+            t1 = time.monotonic()
+            await asyncio.sleep(MODE_S)
+            await blocking(c.hangup)
+            await blocking(a1.await_event, "CALL_CLOSED", 10)
+            await until(lambda: len(stack.custom("eavesdrop::stop")) == 1, 5)
+            await asyncio.sleep(1.1)                       # baresip names recordings by the second
+            starts.update(await call(stack, a1, b, "1002"))
+            await until(lambda: len(stack.custom("eavesdrop::start")) == 2, 10)
+            t2 = time.monotonic()
+            await asyncio.sleep(MODE_S)
+            assert s.events("CALL_CLOSED") == []           # the supervisor never redialled
+            await blocking(s.hangup)
+            await blocking(a1.hangup)
+            await blocking(b.await_event, "CALL_CLOSED", 10)
+            return stack, ph, starts, s_start, t1, t2
+        finally:
+            await blocking(peers.close)
+            await stack.close()
+
+    stack, ph, starts, s_start, t1, t2 = run(main())
+    c, a1, b, s = ph["1004"], ph["1001"], ph["1002"], ph["1003"]
+    assert tones_in(s, s_start, t1 + 0.6, t1 + MODE_S - 0.4, (700, 440, 1000)) == {700, 440}
+    assert tones_in(s, s_start, t2 + 0.6, t2 + MODE_S - 0.4, (700, 440, 1000)) == {440, 1000}
+    # whisper to the agent on both calls: A1 hears S, the far parties do not
+    assert 2000 in tones_in(a1, starts[a1.name], t2 + 0.6, t2 + MODE_S - 0.4, (2000,), -1)
+    assert tones_in(b, starts[b.name], t2 + 0.6, t2 + MODE_S - 0.4, (2000,)) == set()
+    assert tones_in(c, starts[c.name], t1 + 0.6, t1 + MODE_S - 0.4, (2000,)) == set()
+    audit = [r for r in read_audit(stack.audit_file) if r["event"] == "start"]
+    assert [(r["agent"], r["far_party"]) for r in audit] == [("1001", "1004"), ("1001", "1002")]
+    assert [e["Eavesdrop-Mode"] for e in stack.custom("eavesdrop::start")] == ["0", "2"]

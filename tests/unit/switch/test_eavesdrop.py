@@ -626,3 +626,61 @@ def test_events_and_audit_name_the_agent_the_far_party_and_the_mode_by_role(tmp_
     assert all('supervisor=1000 agent=1002 "Agent 1002" far=5551234 "Customer"' in line for line in lines), lines
     assert "mode=whisper-agent srtp call=no spy=no after listen for 0.0 s" in lines[1]
     assert "mode=whisper-agent srtp call=no spy=no after listen" in lines[4]
+
+
+IDLE = "tone_stream://%(250,0,920)"
+NEW = "tone_stream://%(500,0,620)"
+
+
+def test_userspy_follows_an_agent_across_calls_in_the_last_mode():
+    """``userspy 1002``: 1002's current call (the agent's leg), whisper to the agent; the call ends,
+    the supervisor stays on the line hearing indicate_idle once; 1002's next call (one it places)
+    is attached by itself, still whispering to the agent; * leaves. Each attach is audited."""
+    async def main():
+        rig = Rig(eavesdrop_indicate_idle=IDLE, eavesdrop_indicate_new=NEW)
+        rig.start(app="userspy", data="1002@earshot.local")
+        await rig.settle()
+        first = rig.tap
+        assert first.target is rig.b                      # the leg facing agent 1002
+        rig.spy.queue_dtmf("2")
+        await rig.settle()
+        for leg in (rig.a, rig.b):
+            leg.remote_hangup()
+        await rig.settle()
+        waiting = (list(rig.played()), len(rig.media.taps), rig.returned)
+        await rig.settle(20_000)                          # a long quiet spell: no second idle tone
+        quiet = list(rig.played())
+        a2, b2 = rig.call("1002", "1003")                 # the agent's next call, placed by it
+        await rig.settle()
+        second = rig.tap
+        rig.spy.queue_dtmf("*")
+        await rig.settle()
+        return rig, first, waiting, quiet, second, a2
+
+    rig, first, waiting, quiet, second, a2 = run(main())
+    assert waiting == ([NEW, IDLE], 1, False) and quiet == [NEW, IDLE]
+    assert second is not first and second.target is a2 and second.mode == 2      # mode kept
+    assert rig.returned and rig.engine.modes() == {}
+    assert rig.audit.events() == ["start", "mode", "stop", "start", "stop"]
+    starts = [r for r in rig.audit.records if r["event"] == "start"]
+    assert [r["agent"] for r in starts] == ["1002", "1002"] and starts[1]["mode_role"] == "whisper-agent"
+
+
+def test_userspy_star_while_waiting_leaves_and_an_unknown_agent_is_a_clear_failure():
+    async def main():
+        rig = Rig(eavesdrop_indicate_idle=IDLE)
+        rig.start(app="userspy", data="1003")             # 1003 has no call
+        await rig.settle()
+        idle = list(rig.played())
+        rig.spy.queue_dtmf("*")
+        await rig.settle()
+        left = rig.returned
+        rig.returned = False
+        rig.start(app="userspy", data="")
+        await rig.settle()
+        return rig, idle, left
+
+    rig, idle, left = run(main())
+    assert idle == [IDLE] and left and rig.returned
+    assert rig.media.taps == [] and rig.audit.events() == ["failed"]
+    assert rig.audit.records[0]["reason"] == "userspy needs an agent id"
