@@ -23,6 +23,7 @@ from firmware.config import Config, split_hostport, state_dir
 from . import tls
 
 from .auth import DigestServer
+from .dialog_event import AgentCall, DialogEvents
 from .registrar import Registrar
 from .registration import GatewayRegistration
 from .transport import Transport
@@ -58,6 +59,10 @@ class SipService:
         # What answers an incoming INVITE: the switch installs its SIP profile here
         # (firmware/switch/wiring.py); until then every call is refused cleanly.
         self.on_invite: Callable = self._no_switch_yet
+        # Busy lamps (SUBSCRIBE Event: dialog): the switch says what each agent's calls are
+        # (firmware/switch/wiring.py); until then every agent reads as idle.
+        self.agent_calls: Callable[[str], list[AgentCall]] = lambda agent: []
+        self.blf: DialogEvents | None = None
 
     def _tls_settings(self, cfg: Config) -> dict:
         """Transport keywords for [sip] tls_*: the server context (the configured certificate or a
@@ -93,6 +98,10 @@ class SipService:
         self.ua = UserAgent(self.transport, domain=cfg.sip.domain, digest_server=self.auth,
                             registrar=self.registrar, trusted_hosts=trusted)
         self.ua.on_invite = self.on_invite
+        self.blf = DialogEvents(self.ua, self.auth, domain=cfg.sip.domain, may_watch=self._may_watch,
+                                is_agent=lambda agent: self._config().user(agent) is not None,
+                                state_of=lambda agent: self.agent_calls(agent))
+        self.ua.on_request = self.blf.handle
         self.registrar.on_change = lambda user, contacts: log.info(
             "registration: %s has %d contact(s)", user, len(contacts))
         log.info("SIP listening on %s:%d (udp, tcp), domain %s",
@@ -115,6 +124,11 @@ class SipService:
         self.gateway_states[name] = state
         if self.on_gateway_state:
             self.on_gateway_state(name, state)
+
+    def _may_watch(self, watcher: str, agent: str) -> bool:
+        """A supervisor (may_eavesdrop) watches any agent; anyone else only itself."""
+        user = self._config().user(watcher)
+        return user is not None and (watcher == agent or user.may_eavesdrop)
 
     @staticmethod
     def _no_switch_yet(call) -> None:
@@ -147,6 +161,9 @@ class SipService:
                 log.warning("gateway %s: no answer to un-REGISTER within %.0f s; leaving it to expire",
                             name, UNREGISTER_TIMEOUT)
                 await reg.stop(unregister=False)
+        if self.blf is not None:
+            self.blf.close()              # each watcher hears its subscription end
+            await self.blf.drain(UNREGISTER_TIMEOUT)
         if self.ua:
             await self.ua.close()
         await self.transport.close()

@@ -44,7 +44,7 @@ from .uri import NameAddr, SipUri
 
 log = logging.getLogger("earshot.sip.ua")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, REGISTER, SUBSCRIBE"
 KNOWN_METHODS = {"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "NOTIFY", "REGISTER", "UPDATE",
                  "PRACK", "SUBSCRIBE", "REFER", "MESSAGE", "PUBLISH"}
 DTMF_DIGITS = "0123456789*#ABCD"
@@ -783,11 +783,15 @@ class UserAgent:
             return
         to_tag = req.to.tag if req.to is not None else None
         if to_tag:
-            call = self._call_of(self.dialogs.match_request(req))
-            if call is None:
+            dialog = self.dialogs.match_request(req)
+            call = self._call_of(dialog)
+            owner = dialog.owner if dialog is not None else None
+            if call is not None:
+                call._on_request(req, stxn)
+            elif hasattr(owner, "on_dialog_request"):     # a subscription (dialog_event)
+                owner.on_dialog_request(req, stxn)
+            else:
                 stxn.respond(self._response(req, 481, "Call/Transaction Does Not Exist"))
-                return
-            call._on_request(req, stxn)
             return
         if self.on_request is not None:
             try:

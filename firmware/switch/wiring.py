@@ -14,8 +14,9 @@ from typing import Any
 
 from firmware.media.engine import MediaEngine
 from firmware.media.leg import RtpLeg, join, part
+from firmware.sip.dialog_event import AgentCall
 
-from .channel import Channel
+from .channel import Channel, ChannelState
 from .core import Switch
 from .sofia import SofiaProfile
 
@@ -52,9 +53,38 @@ def attach(switch: Switch, sip_service: Any, media_engine: MediaEngine, profile:
         if isinstance(la, RtpLeg) and la.relay is not None and la.peer is b.endpoint.media:
             part(la)
 
+    _busy_lamps(switch, sip_service)
     switch.bridge_hooks.append(bridge)
     switch.unbridge_hooks.append(unbridge)
     sip_service.on_invite = sofia.on_invite  # used when the UA is created
     if getattr(sip_service, "ua", None) is not None:  # already listening
         sip_service.ua.on_invite = sofia.on_invite
     return sofia
+
+
+def agent_call(ch: Channel) -> AgentCall:
+    """An agent leg as RFC 4235 sees it, from the agent's side: a call it placed is ``trying``
+    until the far end rings back with media (``early``), one it receives rings (``early``)."""
+    placed = ch.direction == "inbound"        # the agent's phone sent the INVITE
+    if ch.is_answered:
+        state = "confirmed"
+    elif not placed or ch.state is ChannelState.EARLY:
+        state = "early"
+    else:
+        state = "trying"
+    return AgentCall(ch.uuid, state, "initiator" if placed else "recipient")
+
+
+def _busy_lamps(switch: Switch, sip_service: Any) -> None:
+    def agent_calls(agent: str) -> list[AgentCall]:
+        return [agent_call(ch) for ch in switch.channels() if ch.up and ch.get_variable("agent_id") == agent]
+
+    def changed(event: Any) -> None:
+        agent = event.get("variable_agent_id")
+        blf = getattr(sip_service, "blf", None)
+        if agent and blf is not None:
+            blf.changed(agent)
+
+    sip_service.agent_calls = agent_calls
+    switch.events.subscribe(("CHANNEL_CREATE", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA", "CHANNEL_ANSWER",
+                             "CHANNEL_HANGUP"), changed)
