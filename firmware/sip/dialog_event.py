@@ -135,7 +135,9 @@ class Subscription:
         def build() -> Request:
             return dialog.request("NOTIFY", body=body, content_type=CONTENT_TYPE, headers=headers)
         resp, _ = await ua._send_built(build, ua._dialog_target(dialog), None)
-        if resp.status in (408, 481) and self.active:        # the watcher has gone (RFC 6665 §4.2.2)
+        log.debug("BLF: NOTIFY to %s for %s: %d", self.watcher, self.agent, resp.status)
+        # RFC 6665 §4.2.2: a NOTIFY that failed (timeout, 481, 415, …) without a Retry-After ends it
+        if resp.status >= 300 and not resp.headers.get("Retry-After") and self.active:
             log.info("BLF: %s no longer watches %s (%d to NOTIFY)", self.watcher, self.agent, resp.status)
             self.end(None)
 
