@@ -38,10 +38,11 @@ if IS_MICROPYTHON:  # pragma: no cover - exercised under MicroPython only
     ticks_ms = _time.ticks_ms
     ticks_add = _time.ticks_add
     ticks_diff = _time.ticks_diff
+    TICKS_PERIOD = 1 << 30  # MICROPY_PY_TIME_TICKS_PERIOD of the common ports
 else:
     import time as _time
 
-    _PERIOD = 1 << 29  # the same wrap as MicroPython's ticks, so wrap bugs show up on a PC too
+    TICKS_PERIOD = _PERIOD = 1 << 29  # a wrap as MicroPython's ticks have, so wrap bugs show up on a PC too
 
     def ticks_ms() -> int:
         return (_time.monotonic_ns() // 1_000_000) & (_PERIOD - 1)

@@ -28,6 +28,7 @@ target is spied on; the provisioning patterns take over all LEDs for a while.
 """
 
 from firmware import aio
+from firmware.clock import SystemClock
 
 try:
     import logging
@@ -87,16 +88,6 @@ EAVESDROP_MODE = "eavesdrop::mode"
 EAVESDROP_STOP = "eavesdrop::stop"
 
 
-class AioClock:
-    """The loop's milliseconds (MicroPython's ticks)."""
-
-    def now_ms(self):
-        return aio.ticks_ms()
-
-    async def sleep_ms(self, ms):
-        await aio.sleep_ms(ms)
-
-
 def _header(event, *names):
     for n in names:
         v = event.get(n)
@@ -127,7 +118,7 @@ class Panel:
         self.switch = switch
         self.leds = leds
         self.spy = spy
-        self.clock = clock if clock is not None else AioClock()
+        self.clock = clock if clock is not None else SystemClock()
         self.on_hook = on_hook
         self.on_volume = on_volume
         self.provision_file = provision_file

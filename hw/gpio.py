@@ -21,9 +21,12 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from firmware import aio
+from firmware.clock import SystemClock
+
+if TYPE_CHECKING:
+    from firmware.switch.clock import Clock
 
 HISTORY_LEN = 10_000  # the twin's recorded pin changes (tests read a few hundred)
 
@@ -38,22 +41,6 @@ LONG_PRESS_MS = 800
 
 class GpioUnavailable(RuntimeError):
     """The real GPIO backend cannot run here (not a Pi, library missing, no gpiochip)."""
-
-
-class Clock(Protocol):
-    def now_ms(self) -> int: ...
-
-    async def sleep_ms(self, ms: int) -> None: ...
-
-
-class LoopClock:
-    """The event loop's time in ms (the default clock of ButtonInput, Leds and SimGpio)."""
-
-    def now_ms(self) -> int:
-        return aio.ticks_ms()
-
-    async def sleep_ms(self, ms: int) -> None:
-        await aio.sleep_ms(ms)
 
 
 class Backend(Protocol):
@@ -147,7 +134,7 @@ class SimGpio:
     name = "sim"
 
     def __init__(self, clock: Clock | None = None) -> None:
-        self.clock = clock or LoopClock()
+        self.clock = clock or SystemClock()
         self.levels: dict[int, int] = {}
         self.inputs: dict[int, bool] = {}     # pin -> pull-up
         self.outputs: set[int] = set()
@@ -278,7 +265,7 @@ class ButtonInput:
         self.active_low = active_low
         self.debounce_ms = debounce_ms
         self.long_ms = long_ms
-        self.clock = clock or getattr(backend, "clock", None) or LoopClock()
+        self.clock = clock or getattr(backend, "clock", None) or SystemClock()
         self._by_pin = {pin: _Button(name, pin) for name, pin in pins.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.events: list[tuple[int, str, str]] = []   # (t_ms, name, kind): what was reported
@@ -318,7 +305,8 @@ class ButtonInput:
     async def _settle(self, b: _Button) -> None:
         try:
             while True:  # wait until no edge for debounce_ms
-                wait = b.last_edge + self.debounce_ms - self.clock.now_ms()
+                # wrap-safe: a press straddling the tick wrap must not sleep for 6 days
+                wait = self.debounce_ms - self.clock.elapsed(b.last_edge)
                 if wait <= 0:
                     break
                 await self.clock.sleep_ms(wait)

@@ -375,7 +375,7 @@ class Commands:
         """Who is spying on what, in which mode (``switch.eavesdrop.sessions``)."""
         engine = getattr(self.switch, "eavesdrop", None)
         sessions = dict(getattr(engine, "sessions", None) or {})
-        now = self.switch.clock.now_ms()
+        clock = self.switch.clock
         rows = []
         for spy_uuid, s in sessions.items():
             spy, target = s.spy, s.target
@@ -386,7 +386,7 @@ class Commands:
                 "target_uuid": target.uuid, "target_name": target.name,
                 "peer_uuid": peer.uuid if peer is not None else "", "mode": str(s.mode),
                 "mode_name": MODE_NAMES.get(s.mode, str(s.mode)), "listen": str(getattr(s, "listen", "")),
-                "duration_ms": str(max(0, now - getattr(s, "started_ms", now))),
+                "duration_ms": str(max(0, clock.elapsed(s.started_ms))),
             })
         return rows
 

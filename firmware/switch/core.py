@@ -501,7 +501,7 @@ class Switch:
 
         token = self.events.subscribe([ev.CHANNEL_PROGRESS, ev.CHANNEL_PROGRESS_MEDIA, ev.CHANNEL_ANSWER,
                                        ev.CHANNEL_HANGUP], on_event)
-        deadline = self.clock.now_ms() + timeout_ms
+        deadline = self.clock.deadline(timeout_ms)
         try:
             while True:
                 winner = next((leg for leg in legs if leg.is_answered), None)
@@ -513,7 +513,7 @@ class Switch:
                     return None, legs[0].hangup_cause or HangupCause.NORMAL_UNSPECIFIED
                 if a_leg is not None:
                     await self._pass_progress(legs, a_leg)
-                remaining = deadline - self.clock.now_ms()
+                remaining = self.clock.remaining(deadline)
                 if remaining <= 0:
                     return None, HangupCause.NO_ANSWER
                 changed.clear()

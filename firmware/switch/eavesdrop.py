@@ -405,9 +405,9 @@ class Eavesdrop:
 
     async def _wait_media(self, ch, target):
         """Up to 6 s for the target to get media (answer, bridge); False if it does not."""
-        deadline = ch.clock.now_ms() + TARGET_WAIT_MS
+        deadline = ch.clock.deadline(TARGET_WAIT_MS)
         while not self.media.ready(target):
-            remaining = deadline - ch.clock.now_ms()
+            remaining = ch.clock.remaining(deadline)
             if not target.up or remaining <= 0:
                 return False
             await ch.guard(ch.clock.sleep_ms(min(MEDIA_POLL_MS, remaining)))
@@ -476,10 +476,10 @@ class Eavesdrop:
             s.tap.play_confirm(mode)
         if mode == s.mode:
             return
-        now = s.spy.clock.now_ms()
-        old, held = s.mode, now - s.mode_since_ms
+        clock = s.spy.clock
+        old, held = s.mode, clock.elapsed(s.mode_since_ms)
         s.tap.set_mode(mode)
-        s.mode, s.mode_since_ms = mode, now
+        s.mode, s.mode_since_ms = mode, clock.now_ms()
         log.info("%s: eavesdrop on %s: mode %d (%s) by %s", s.spy.name, s.target.uuid, mode,
                  MODE_NAMES[mode], source)
         self._announce(s, SUBCLASS_MODE, None, {"Eavesdrop-Previous-Mode": str(old),
@@ -575,15 +575,15 @@ class Eavesdrop:
                   "agent_name": agent_name, "far_party": far, "far_party_name": far_name, "mode_role": role}
         for _, key, value in secure:
             record[key] = value
-        now = s.spy.clock.now_ms()
+        clock = s.spy.clock
         if subclass == SUBCLASS_MODE:
             record["previous_mode"] = int(extra["Eavesdrop-Previous-Mode"])
             record["previous_mode_role"] = role_name(record["previous_mode"], agent, swapped)
             record["previous_mode_ms"] = int(extra["Eavesdrop-Previous-Mode-Ms"])
         elif subclass == SUBCLASS_STOP:
             record["reason"] = extra["Eavesdrop-Reason"]
-            record["mode_ms"] = now - s.mode_since_ms
-            record["duration_ms"] = now - s.started_ms
+            record["mode_ms"] = clock.elapsed(s.mode_since_ms)
+            record["duration_ms"] = clock.elapsed(s.started_ms)
         self._audit(record)
 
     def _audit(self, record):

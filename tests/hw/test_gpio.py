@@ -192,10 +192,10 @@ def test_sim_leds_record_levels_with_times() -> None:
     clock = VirtualClock()
     sim = SimGpio(clock)
     leds = Leds(sim, {"status": 17, "barge": 24}, active_low=True)
-    clock._now = 40
+    clock._t = 40
     leds.set("barge", True)
     leds.set("barge", True)          # no change, no record
-    clock._now = 90
+    clock._t = 90
     leds.set("barge", False)
     leds.set("nonexistent", True)    # a panel without that LED
     assert sim.led_history(24) == [(0, 1), (40, 0), (90, 1)]   # active-low: on = 0

@@ -77,8 +77,11 @@ from firmware.switch import eavesdrop as E
 assert aio.IS_MICROPYTHON
 
 
-class VClock:
-    """Virtual milliseconds: timers fire only in advance()."""
+from firmware.clock import WrapSafe
+
+
+class VClock(WrapSafe):
+    """Virtual milliseconds: timers fire only in advance() (the wrap-safe helpers are the real ones)."""
     def __init__(self):
         self.now = 0
         self.timers = []
@@ -307,7 +310,8 @@ def run_micropython(code: str, files: dict[str, str], tmp_path: Path) -> subproc
 
 def firmware_files() -> dict[str, str]:
     files = {f"/{rel}": (ROOT / rel).read_text() for rel in
-             ("firmware/__init__.py", "firmware/aio.py", "firmware/panel.py", "firmware/switch/eavesdrop.py")}
+             ("firmware/__init__.py", "firmware/aio.py", "firmware/clock.py", "firmware/panel.py",
+              "firmware/switch/eavesdrop.py")}
     files["/firmware/switch/__init__.py"] = ""   # the real one imports the CPython-only channel module
     return files
 
