@@ -34,7 +34,12 @@ class Tap(Protocol):
 
 
 class CrossTap:
-    """The trivial tap: each leg hears the other, as pass-through does, but through the clock."""
+    """The trivial tap: each leg hears the other, as pass-through does, but through the clock.
+    A leg puts one on its relay only while an RFC 4733 digit goes out (``RtpLeg.send_digit``);
+    it is ``transient``: any real tap (an eavesdrop) takes the relay over at once, and its ticks
+    carry the digit's remaining packets just as well."""
+
+    transient = True
 
     def frames(self, tick: int, from_a: bytes | None,
                from_b: bytes | None) -> tuple[bytes | None, bytes | None]:

@@ -415,7 +415,7 @@ class TapHub:
         if call is not None and call.relay is not relay:
             call = None
         if call is None:
-            if relay.tap is not None:
+            if relay.tap is not None and not getattr(relay.tap, "transient", False):
                 raise TapError(f"the call already carries another tap ({relay.tap!r})")
             call = CallTap(self, relay)
         tap = SpyTap(call, spy_leg, hear_target=hear_target, hear_peer=hear_peer, mode=mode,

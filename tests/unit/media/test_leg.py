@@ -245,3 +245,35 @@ def test_engine_rejects_bad_setup() -> None:
         MediaEngine(PORTS, "not-an-ip")
     with pytest.raises(ValueError, match="advertised"):
         MediaEngine(PORTS, "0.0.0.0")
+
+
+def test_an_eavesdrop_can_attach_while_a_digit_is_going_out() -> None:
+    """send_digit on a bridged leg carries the call through a CrossTap for ~18 ticks; an eavesdrop
+    attaching meanwhile took "the call already carries another tap". Now the spy's tap takes the
+    relay over at once and the digit's remaining packets still go out on its ticks."""
+    from types import SimpleNamespace
+
+    from firmware.media.relay import CrossTap
+    from firmware.media.tap import TapHub
+
+    async def main() -> None:
+        rig = await Rig().start()
+        a, pa = await rig.leg()
+        b, pb = await rig.leg()
+        spy, _ = await rig.leg()
+        relay = join(a, b)
+        assert b.send_digit("#", 100)
+        await rig.tick(2)
+        assert isinstance(relay.tap, CrossTap)
+        hub = TapHub(rig.engine.clock)
+        tap = hub.attach(SimpleNamespace(endpoint=SimpleNamespace(media=a)),
+                         SimpleNamespace(endpoint=SimpleNamespace(media=spy)))
+        assert relay.tap is not None and not isinstance(relay.tap, CrossTap)
+        await rig.tick(20)
+        events = [RtpPacket.parse(p) for p in await pb.drain()]
+        ends = [TelephoneEvent.parse(p.payload) for p in events if p.pt == 101]
+        assert {e.event for e in ends} == {11} and any(e.end for e in ends)   # the digit finished
+        tap.detach()
+        assert relay.tap is None                           # back to pass-through
+        await rig.end()
+    run(main)
