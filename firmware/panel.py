@@ -53,6 +53,7 @@ def _warn(msg):
 
 DIGITS = {"listen": "0", "whisper_agent": "2", "whisper_caller": "1", "barge": "3", "next": "*"}
 SWAPPED_WHISPER = {"2": "1", "1": "2"}     # when the target is the far party's leg
+DIGITS_KEPT = 64                           # Panel.digits_sent keeps at least the latest 64
 LISTEN_GAIN_VAR = "eavesdrop_listen_gain_db"
 VOLUME_STEP_DB = 3
 VOLUME_MIN_DB = -24
@@ -137,7 +138,7 @@ class Panel:
         self._provision_seen = None
         self._poller = None
         self._token = None
-        self.digits_sent = []       # (channel uuid, digit): what the panel queued
+        self.digits_sent = []       # (channel uuid, digit): the latest the panel queued (bounded)
         self.ignored = 0            # presses with no spy channel to act on
         self._running = False
 
@@ -216,6 +217,8 @@ class Panel:
             return False
         ch.queue_dtmf(digit, source="panel")
         self.digits_sent.append((ch.uuid, digit))
+        if len(self.digits_sent) > 2 * DIGITS_KEPT:    # trimmed in halves: months of presses stay small
+            del self.digits_sent[:DIGITS_KEPT]
         return True
 
     def set_volume(self, db):

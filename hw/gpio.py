@@ -28,6 +28,7 @@ from firmware.clock import SystemClock
 if TYPE_CHECKING:
     from firmware.switch.clock import Clock
 
+EVENTS_KEPT = 256       # ButtonInput.events: the latest reports (tests and the terminal read a few)
 HISTORY_LEN = 10_000  # the twin's recorded pin changes (tests read a few hundred)
 
 log = logging.getLogger("earshot.gpio")
@@ -268,7 +269,8 @@ class ButtonInput:
         self.clock = clock or getattr(backend, "clock", None) or SystemClock()
         self._by_pin = {pin: _Button(name, pin) for name, pin in pins.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.events: list[tuple[int, str, str]] = []   # (t_ms, name, kind): what was reported
+        # (t_ms, name, kind): the latest reports (bounded: buttons are pressed for months)
+        self.events: collections.deque[tuple[int, str, str]] = collections.deque(maxlen=EVENTS_KEPT)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -95,3 +95,24 @@ def test_a_day_of_led_writes_keeps_the_twin_history_bounded() -> None:
 class FixedClock:
     def now_ms(self) -> int:
         return 1
+
+
+@aiotest
+async def test_a_year_of_button_presses_keeps_the_panel_and_button_records_bounded() -> None:
+    """Panel.digits_sent and ButtonInput.events grew by one entry per press for the life of the
+    process; both keep only their latest entries now."""
+    from firmware import panel as P
+    from firmware.switch import NullEndpoint, Switch
+    from hw.gpio import EVENTS_KEPT, ButtonInput
+
+    sw = Switch()
+    gpio = SimGpio(clock=FixedClock())
+    leds = Leds(gpio, board.from_config(PanelConfig()).leds)
+    panel = P.Panel(sw, leds, spy="handset")
+    spy = sw.new_channel(NullEndpoint("handset/local"), name="handset/local")
+    buttons = ButtonInput(gpio, {"listen": 5}, panel.button, clock=FixedClock())
+    for _ in range(10 * P.DIGITS_KEPT):
+        panel.button("listen", "short")
+        buttons._emit("listen", "short")            # what a debounced press reports
+    assert P.DIGITS_KEPT <= len(panel.digits_sent) <= 2 * P.DIGITS_KEPT
+    assert panel.digits_sent[-1] == (spy.uuid, "0") and len(buttons.events) == EVENTS_KEPT
