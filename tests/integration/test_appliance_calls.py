@@ -9,35 +9,16 @@ from pathlib import Path
 import pytest
 
 from tests.peers import PeerGroup
-from tests.peers.appliance import Appliance
+from tests.peers.appliance import Appliance, loopback_config
 from tests.peers.audio import has_tone, read_wav
 from tests.peers.baresip import Account, Baresip
-from tests.peers.ports import rtp_range
 
 pytestmark = pytest.mark.peers
 
 
 def test_two_phones_call_through_the_running_appliance(tmp_path: Path) -> None:
-    lo, hi = rtp_range(40)
-    app = Appliance(tmp_path, config=f"""
-[sip]
-listen = "127.0.0.1:0"
-domain = "127.0.0.1"
-rtp_ports = "{lo}-{hi}"
-[[users]]
-id = "1001"
-password = "pw-1001"
-[[users]]
-id = "1002"
-password = "pw-1002"
-[[users]]
-id = "1000"
-password = "pw-1000"
-may_eavesdrop = true
-[control]
-listen = "127.0.0.1:0"
-password = "pw"
-""")
+    app = Appliance(tmp_path, config=loopback_config("1001", "1002", "1000", rtp_pairs=40,
+                                                     user_keys={"1000": "may_eavesdrop = true"}))
     peers = PeerGroup(tmp_path)
     try:
         app.wait_notify("READY=1")

@@ -9,20 +9,16 @@ from pathlib import Path
 import pytest
 
 from tests.peers import PeerGroup
-from tests.peers.appliance import Appliance
+from tests.peers.appliance import Appliance, loopback_config
 from tests.peers.baresip import Account, Baresip
-from tests.peers.ports import rtp_range
 from tests.peers.sipp import Sipp
 
 pytestmark = pytest.mark.peers
 
 
 def config() -> str:
-    lo, hi = rtp_range(20)
-    users = "".join(f'[[users]]\nid = "{u}"\npassword = "pw-{u}"\n{extra}' for u, extra in (
-        ("1001", 'caller_id_name = "Agent 1001"\n'), ("1004", ""), ("1003", "may_eavesdrop = true\n")))
-    return (f'[sip]\nlisten = "127.0.0.1:0"\ndomain = "127.0.0.1"\nrtp_ports = "{lo}-{hi}"\n'
-            f'[control]\nlisten = "127.0.0.1:0"\npassword = "pw"\n{users}')
+    return loopback_config("1001", "1004", "1003", user_keys={"1001": 'caller_id_name = "Agent 1001"',
+                                                             "1003": "may_eavesdrop = true"})
 
 
 def test_a_blf_subscriber_sees_the_agent_talk_and_hang_up(tmp_path: Path) -> None:

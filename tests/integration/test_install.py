@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.peers import PeerGroup
-from tests.peers.appliance import Appliance
+from tests.peers.appliance import Appliance, loopback_config
 from tests.peers.audio import has_tone, read_wav
 from tests.peers.baresip import Account, Baresip
-from tests.peers.ports import rtp_range
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_PY = Path("/usr/bin/python3")
@@ -80,21 +79,10 @@ def test_install_refuses_a_target_interpreter_it_cannot_run(tmp_path: Path) -> N
 def test_the_installed_firmware_serves_a_real_phone_from_outside_the_checkout(staged: Path, tmp_path: Path) -> None:
     """What the service runs: the staged venv's python, in another directory, on a config file.
     Its built-in dialplan comes from the wheel's package data; 9197 is the dialplan's tone."""
-    lo, hi = rtp_range(10)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    app = Appliance(tmp_path, config=f"""
-[sip]
-listen = "127.0.0.1:0"
-domain = "127.0.0.1"
-rtp_ports = "{lo}-{hi}"
-[[users]]
-id = "1001"
-password = "pw-1001"
-[control]
-listen = "127.0.0.1:0"
-password = "pw"
-""", python=staged / "opt/earshot/venv/bin/python", cwd=outside)
+    app = Appliance(tmp_path, config=loopback_config("1001", rtp_pairs=10),
+                    python=staged / "opt/earshot/venv/bin/python", cwd=outside)
     peers = PeerGroup(tmp_path)
     try:
         app.wait_notify("READY=1")

@@ -15,6 +15,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def loopback_config(*users: str, rtp_pairs: int = 20, user_keys: dict[str, str] | None = None,
+                    extra: str = "") -> str:
+    """An earshot.toml on loopback with free ports: users ``pw-<id>``, a control socket with
+    password "pw". ``user_keys`` adds TOML lines per user (``{"1000": "may_eavesdrop = true"}``)."""
+    from tests.peers.ports import rtp_range   # noqa: PLC0415 - keeps this module's imports light
+    lo, hi = rtp_range(rtp_pairs)
+    text = (f'[sip]\nlisten = "127.0.0.1:0"\ndomain = "127.0.0.1"\nrtp_ports = "{lo}-{hi}"\n'
+            '[control]\nlisten = "127.0.0.1:0"\npassword = "pw"\n')
+    for u in users:
+        text += f'[[users]]\nid = "{u}"\npassword = "pw-{u}"\n' + ((user_keys or {}).get(u, "") + "\n").lstrip("\n")
+    return text + extra
+
+
 class Appliance:
     def __init__(self, workdir: Path, *args: str, config: str | None = None,
                  python: str | os.PathLike = sys.executable, cwd: str | os.PathLike = ROOT) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from firmware import aio
 from firmware.clock import SystemClock, VirtualClock
-from firmware.switch import ChannelState, Dialplan, HangupCause, NullEndpoint, Switch
+from firmware.switch import ChannelState, HangupCause
 from hw.gpio import ButtonInput, SimGpio
 from tests.asynctest import run
 
@@ -52,25 +52,9 @@ def test_a_button_press_straddling_the_wrap_is_reported():
 
 
 def test_no_answer_fires_for_a_call_placed_just_before_the_wrap():
-    plan = """<include><context name="default">
-      <extension name="rings_forever"><condition field="destination_number" expression="^2001$">
-        <action application="ring_ready"/><action application="sleep" data="600000"/></condition></extension>
-      <extension name="caller"><condition field="destination_number" expression="^b(.*)$">
-        <action application="bridge" data="$1"/></condition></extension>
-    </context></include>"""
-    clock = VirtualClock(start=NEAR_WRAP)
-    sw = Switch(dialplan=Dialplan.parse(plan), clock=clock)
+    from tests.unit.switch.test_core import no_answer_after
 
-    async def main():
-        a = sw.new_channel(NullEndpoint(), destination_number="b{call_timeout=5}loopback/2001")
-        task = sw.start(a)
-        await clock.advance(4999)
-        ringing = a.state
-        await clock.advance(1)
-        await task
-        return a, ringing
-
-    a, ringing = run(main())
+    a, ringing = no_answer_after(VirtualClock(start=NEAR_WRAP))
     assert ringing is ChannelState.RINGING and a.hangup_cause is HangupCause.NO_ANSWER
 
 

@@ -86,6 +86,14 @@ class Rig:
         return await p.ua.call(f"sip:{dest}@{HOST}:{self.t.port}",
                                self.offer(p).encode() if body is None else body, from_user="1001")
 
+    async def answered(self, p, dest: str = "9197", **call_kw) -> None:
+        """A call that must be answered (200), hung up by the phone, and leave nothing behind."""
+        out = await (p.ua.call(f"sip:{dest}@{HOST}:{self.t.port}", self.offer(p).encode(), **call_kw)
+                     if call_kw else self.dial(p, dest))
+        assert (await out.wait("answer", 5)).status == 200
+        await out.hangup()
+        await self.idle()
+
     def named(self, name: str) -> list[ev.Event]:
         return [e for e in self.events if e.name == name]
 
@@ -263,10 +271,7 @@ def test_more_malformed_addresses_than_ports_leak_nothing() -> None:
             for _ in range(12):
                 assert (await (await rig.dial(a, "9197", bad)).wait("fail", 5)).status == 488
             await rig.idle()
-            out = await rig.dial(a, "9197")
-            assert (await out.wait("answer", 5)).status == 200
-            await out.hangup()
-            await rig.idle()
+            await rig.answered(a)
         finally:
             await rig.close()
 
@@ -296,10 +301,7 @@ def test_a_failure_at_any_step_of_call_setup_frees_everything_and_answers(monkey
         }
         try:
             a = await rig.phone()
-            out = await rig.dial(a, "9197")                  # warm-up: what a call opens lazily
-            assert (await out.wait("answer", 5)).status == 200
-            await out.hangup()
-            await rig.idle()
+            await rig.answered(a)                            # warm-up: what a call opens lazily
             fds = open_fds()
             created, completed = len(rig.named(ev.CHANNEL_CREATE)), len(rig.named(ev.CHANNEL_HANGUP_COMPLETE))
             for step, (owner, attr) in steps.items():
@@ -313,10 +315,7 @@ def test_a_failure_at_any_step_of_call_setup_frees_everything_and_answers(monkey
             # the two channels made before their failure (bind, start) were torn down, with their events
             assert len(rig.named(ev.CHANNEL_CREATE)) - created == 2
             assert len(rig.named(ev.CHANNEL_HANGUP_COMPLETE)) - completed == 2
-            out = await rig.dial(a, "9197")
-            assert (await out.wait("answer", 5)).status == 200
-            await out.hangup()
-            await rig.idle()
+            await rig.answered(a)
         finally:
             await rig.close()
 
