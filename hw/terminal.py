@@ -46,6 +46,7 @@ from hw.gpio import LONG_PRESS_MS, Leds, SimGpio
 log = logging.getLogger("earshot.terminal")
 
 FRAME_S = 0.1                 # at most 10 redraws a second
+AGENTS_SHOWN = 6              # agents on the Agents row (the rest counted)
 PRESS_MS = 120                # a short press (debounce is 20 ms, a long press 800 ms)
 LONG_HOLD_MS = LONG_PRESS_MS + 200
 KEYPAD_ON_MS, KEYPAD_OFF_MS = 80, 80
@@ -333,6 +334,7 @@ class TerminalPanel:
                 "LEDs     " + "  ".join(f"{on if lit[n] else off} {n.upper()}" for n in names)]
         rows.append("Handset  " + self._handset_text())
         rows += self._session_rows()
+        rows.append("Agents   " + self._agents_text())
         rows.append("SIP      " + self._status_text())
         rows += ["", *HELP, "", "log:"]
         room = max(0, height - len(rows))
@@ -374,6 +376,22 @@ class TerminalPanel:
         spy_name = ch.name if ch is not None else s["user"] or spy
         return [f"{label} {who}{far}{more}",
                 f"Mode     {mode}  {elapsed // 60}:{elapsed % 60:02d}  (spy {spy_name}){volume}"]
+
+    def _agents_text(self) -> str:
+        """Each agent (a configured user who is no supervisor) and whether it talks, rings or is
+        idle: what a supervisor's BLF keys show, on the panel."""
+        config = getattr(self.switch, "config", None)
+        agents = [u.id for u in getattr(config, "users", ()) if not u.may_eavesdrop]
+        if not agents:
+            return "none configured"
+        state: dict[str, str] = {}
+        for ch in self.switch.agent_legs():
+            agent = ch.get_variable("agent_id")
+            if state.get(agent) != "talking":
+                state[agent] = "talking" if ch.is_answered else "ringing"
+        shown = [f"{a} {state.get(a, 'idle')}" for a in agents[:AGENTS_SHOWN]]
+        more = f"  (+{len(agents) - AGENTS_SHOWN} more)" if len(agents) > AGENTS_SHOWN else ""
+        return "  ".join(shown) + more
 
     def _status_text(self) -> str:
         if self._status is None:

@@ -275,6 +275,11 @@ class Switch:
         ch.fire(ev.CHANNEL_CREATE)
         return ch
 
+    def agent_legs(self, agent: str | None = None) -> list[Channel]:
+        """Live agent legs (of one agent, or of all), in creation order."""
+        return [ch for ch in self._channels.values()
+                if ch.up and ch.get_variable("agent_id") and agent in (None, ch.get_variable("agent_id"))]
+
     def _record_agent_leg(self, ch: Channel) -> None:
         """spymap/<agent> = the agent's leg, for calls the agent places *and* receives: the seed's
         ``88<id>`` reads ``${db(select/spymap/<id>)}``, and its ``global`` extension only records

@@ -77,7 +77,7 @@ def agent_call(ch: Channel) -> AgentCall:
 
 def _busy_lamps(switch: Switch, sip_service: Any) -> None:
     def agent_calls(agent: str) -> list[AgentCall]:
-        return [agent_call(ch) for ch in switch.channels() if ch.up and ch.get_variable("agent_id") == agent]
+        return [agent_call(ch) for ch in switch.agent_legs(agent)]
 
     def changed(event: Any) -> None:
         agent = event.get("variable_agent_id")

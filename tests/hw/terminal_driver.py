@@ -34,7 +34,8 @@ async def run(hook_pin: int | None, destination: str, crash: bool = False) -> in
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    sw = Switch(Config(users=(User("1001", "pw", "Agent 1001"),)))
+    sw = Switch(Config(users=(User("1001", "pw", "Agent 1001"), User("1002", "pw", "Agent 1002"),
+                              User("1000", "pw", "Supervisor", may_eavesdrop=True))))
     engine = Eavesdrop(sw, FakeHub())
     sw.eavesdrop = engine
     sw.register_app("eavesdrop", engine.app_eavesdrop)

@@ -186,6 +186,7 @@ def test_the_terminal_panel_drives_the_appliance(term_factory) -> None:
     # 881001 + lift: eavesdrop on agent 1001's call (one it received: the switch put 1001's leg in
     # the spymap); the panel names the agent and the far party, not a uuid, and the mode by role
     assert t.screen.row("Target") == "Target   none"
+    assert t.screen.row("Agents") == "Agents   1001 talking  1002 idle"   # supervisors are not listed
     t.type("881001")
     t.wait("keyed 881001", lambda s: "keyed 881001" in s.row("Handset"))
     t.type("h")
