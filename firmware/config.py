@@ -185,7 +185,7 @@ class Config:
 DEFAULT_BUTTONS = {"listen": 5, "whisper_agent": 6, "whisper_caller": 13, "barge": 19, "next": 26,
                    "vol_up": 20, "vol_down": 21}
 DEFAULT_LEDS = {"status": 17, "registered": 27, "listen": 22, "whisper": 23, "barge": 24, "active": 25}
-PANEL_ACTIONS = frozenset(DEFAULT_BUTTONS) | {"hook"}
+PANEL_ACTIONS = frozenset(DEFAULT_BUTTONS) | {"hook", "agent"}   # optional: any free pin
 
 _SECTIONS: dict[str, type] = {
     "sip": SipConfig, "dialplan": DialplanConfig, "eavesdrop": EavesdropConfig, "panel": PanelConfig,

@@ -72,7 +72,8 @@ class Devices:
         from hw.terminal import TerminalPanel  # termios: only where a terminal panel can run
         if isinstance(self.gpio, SimGpio) and TerminalPanel.available():
             self.terminal = TerminalPanel(self.gpio, self.pins, self.leds, self.switch, handset=self.handset,
-                                          stop=self._stop, status=self._status)
+                                          stop=self._stop, status=self._status,
+                                          pick_agent=self.panel.pick_next_agent if self.panel else None)
             await self.terminal.start()
 
     def sip_up(self, up: bool) -> None:

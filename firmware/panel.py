@@ -188,6 +188,9 @@ class Panel:
         if name == "next" and kind == "long":
             self.hangup_spy()
             return
+        if name == "agent":
+            self.pick_next_agent()
+            return
         digit = DIGITS.get(name)
         if digit is None:
             _warn("unknown button %r" % (name,))
@@ -195,6 +198,30 @@ class Panel:
         if name in ("whisper_agent", "whisper_caller") and self.agent_is_peer():
             digit = SWAPPED_WHISPER[digit]
         self.send_digit(digit)
+
+    def pick_next_agent(self):
+        """The AGENT button: the spy moves on to the next agent (by id) on an answered call,
+        after the one it listens to now; returns that agent's id, or None (and a warning)."""
+        engine = getattr(self.switch, "eavesdrop", None)
+        ch = self.spy_channel()
+        legs = getattr(self.switch, "agent_legs", None)
+        if engine is None or ch is None or legs is None or not engine.is_spy(ch.uuid):
+            self.ignored += 1
+            _warn("AGENT button: no eavesdrop running on the %s channel" % self.spy)
+            return None
+        agents = sorted(set(leg.get_variable("agent_id") for leg in legs() if leg.is_answered))
+        if not agents:
+            _warn("AGENT button: no agent is on a call")
+            return None
+        session = self.active_session()
+        target = self.switch.get(session[0]) if session is not None and session[0] else None
+        current = None
+        if target is not None:
+            peer = getattr(target, "other_leg", None)
+            current = target.get_variable("agent_id") or (peer.get_variable("agent_id") if peer else None)
+        chosen = agents[(agents.index(current) + 1) % len(agents)] if current in agents else agents[0]
+        engine.jump(ch.uuid, chosen)
+        return chosen
 
     def agent_is_peer(self):
         """True when the running session's target is not an agent's leg but the leg bridged to it

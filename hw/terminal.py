@@ -57,7 +57,7 @@ KEY_BUTTONS = {"l": "listen", "a": "whisper_agent", "c": "whisper_caller", "b": 
 KEYPAD = frozenset("0123456789*#")
 LED_ORDER = ("status", "registered", "listen", "whisper", "barge", "active")
 HELP = ("keys: l listen  a whisper agent  c whisper caller  b barge  n next (N: long = hang up)",
-        "      +/- volume  h hook  0-9 * # keypad  q quit")
+        "      +/- volume  h hook  g next agent  0-9 * # keypad (#<id># agent)  q quit")
 
 _CSI = "\x1b["
 ENTER = _CSI + "?1049h" + _CSI + "?25l" + _CSI + "2J"     # alternate screen, hide cursor, clear
@@ -73,8 +73,11 @@ class TerminalPanel:
     """The panel on this process's terminal. ``start``/``stop`` on the running loop."""
 
     def __init__(self, gpio: SimGpio, pins: PinMap, leds: Leds, switch: Any, *, handset: Any = None,
-                 stop: Callable[[], object], status: Callable[[], Mapping[str, Any]] | None = None) -> None:
+                 stop: Callable[[], object], status: Callable[[], Mapping[str, Any]] | None = None,
+                 pick_agent: Callable[[], object] | None = None) -> None:
+        """``pick_agent``: what the AGENT button does, for ``g`` when the pin map has no such pin."""
         self.gpio = gpio
+        self._pick_agent = pick_agent
         self.pins = pins
         self.leds = leds
         self.switch = switch
@@ -226,6 +229,11 @@ class TerminalPanel:
             self._press("next", LONG_HOLD_MS)
         elif key in ("h", "H"):
             self._toggle_hook()
+        elif key in ("g", "G"):
+            if "agent" in self.pins.buttons:
+                self._press("agent", PRESS_MS)
+            elif self._pick_agent is not None:
+                self._pick_agent()
         elif key in KEYPAD:
             self._keypad(key)
 

@@ -58,6 +58,8 @@ def roles(target, peer):
     return target, peer, False
 MODE_DIGITS = {"0": 0, "1": 1, "2": 2, "3": 3}
 NEXT_DIGIT = "*"
+AGENT_KEY = "#"             # "#1002#": on to agent 1002's call (FreeSWITCH ignores # in eavesdrop)
+MAX_AGENT_DIGITS = 16
 
 TARGET_WAIT_MS = 6000       # FreeSWITCH: 600 × 10 ms for the target's media
 MEDIA_POLL_MS = 100         # ... we look ten times a second (and on every event of the target)
@@ -175,6 +177,7 @@ class Eavesdrop:
         self.sound_exists = None    # callable(sound) -> bool, set by the wiring (files on disk)
         self.sessions = {}          # spy uuid -> Session
         self.spies = set()          # uuids running eavesdrop (a session or between targets)
+        self.jumps = {}             # spy uuid -> the agent it moves on to (see jump())
         self.stats = {"all_passes": 0, "sessions": 0, "failed": 0, "refused": 0}
 
     # --- the registry (control socket, panel) ----------------------------------------------------
@@ -188,6 +191,37 @@ class Eavesdrop:
 
     def is_spy(self, uuid):
         return uuid in self.spies
+
+    def jump(self, spy_uuid, agent):
+        """Move a spy on to ``agent``'s current call (the panel's agent button, ``#<id>#`` on the
+        keypad): its session ends with reason "jump" and the running application spies on that
+        agent's leg next. False when that uuid runs no eavesdrop."""
+        if spy_uuid not in self.spies or not agent:
+            return False
+        self.jumps[spy_uuid] = agent
+        s = self.sessions.get(spy_uuid)
+        if s is not None:
+            s.inbox.put(("end", "jump"))
+        return True
+
+    async def _follow_jumps(self, ch, opts, reason):
+        """While the last session ended in a jump, spy on the agent jumped to; returns how the
+        last session ended (None when a jump found no call to spy on)."""
+        while reason == "jump" and ch.up:
+            agent = self.jumps.pop(ch.uuid, None)
+            target = self._agent_leg(ch, agent, opts) if agent else None
+            if target is None:
+                self._failed(ch, agent, "agent %s has no call to spy on" % agent)
+                await self._play(ch, self._failed_sound(ch))
+                return None
+            await self._play(ch, self.sw.variable(ch, "eavesdrop_indicate_new"))
+            try:
+                reason = await self._spy_on(ch, target, opts)
+            except Failed as exc:
+                self._failed(ch, target.uuid, str(exc))
+                await self._play(ch, self._failed_sound(ch))
+                return None
+        return reason
 
     def send_command(self, spy_uuid, command):
         """FreeSWITCH's ``eavesdrop-command``: each character acts like a digit (``"3"``, ``"3*"``),
@@ -239,12 +273,13 @@ class Eavesdrop:
                 if opts.require_group and not in_group(target, opts.require_group):
                     raise Failed("%s is not in eavesdrop group %r (its groups: %r)" % (
                         target.uuid, opts.require_group, target.get_variable("eavesdrop_group") or ""))
-                await self._spy_on(ch, target, opts)
+                await self._follow_jumps(ch, opts, await self._spy_on(ch, target, opts))
             except Failed as exc:
                 self._failed(ch, uuid, str(exc))
                 await self._play(ch, self._failed_sound(ch))
         finally:
             self.spies.discard(ch.uuid)
+            self.jumps.pop(ch.uuid, None)
 
     async def run_all(self, ch):
         """Cycle over every call (creation order, each once per pass) until the spy hangs up."""
@@ -269,7 +304,7 @@ class Eavesdrop:
                     visited += 1
                     await self._play(ch, self.sw.variable(ch, "eavesdrop_indicate_new"))
                     try:
-                        await self._spy_on(ch, target, opts)
+                        await self._follow_jumps(ch, opts, await self._spy_on(ch, target, opts))
                     except Failed as exc:
                         self._failed(ch, target.uuid, str(exc))
                         await self._play(ch, self._failed_sound(ch))
@@ -286,6 +321,7 @@ class Eavesdrop:
         finally:
             self.sw.events.unsubscribe(token)
             self.spies.discard(ch.uuid)
+            self.jumps.pop(ch.uuid, None)
 
     async def app_userspy(self, sw, ch, data):
         """``userspy <agent id>`` (FreeSWITCH mod_spy's, which also takes ``<id>@<domain>``)."""
@@ -327,6 +363,9 @@ class Eavesdrop:
                     self._failed(ch, target.uuid, str(exc))
                     await self._play(ch, self._failed_sound(ch))
                     continue
+                if reason == "jump":                       # follow the agent jumped to from now on
+                    agent = self.jumps.pop(ch.uuid, None) or agent
+                    continue
                 if reason in ("next", "command"):          # * leaves (it does not skip the call)
                     return
                 opts.mode = opts.last_mode                 # the next call in the mode chosen last
@@ -336,6 +375,7 @@ class Eavesdrop:
         finally:
             self.sw.events.unsubscribe(token)
             self.spies.discard(ch.uuid)
+            self.jumps.pop(ch.uuid, None)
 
     def _agent_leg(self, ch, agent, opts):
         """The agent's newest leg that can be spied on now (answered, bridged, in the group)."""
@@ -443,6 +483,7 @@ class Eavesdrop:
         self._announce(s, SUBCLASS_START, "MEDIA_BUG_START")
         log.info("%s: eavesdrop on %s started in mode %d", ch.name, target.uuid, s.mode)
         reason = None
+        typed = None                    # digits of "#<id>#" while the spy keys an agent id
         try:
             if not target.up:
                 reason = "target-hangup"
@@ -450,11 +491,18 @@ class Eavesdrop:
                 kind, value = await ch.guard(s.inbox.get())
                 if kind == "end":
                     reason = value
-                elif value == NEXT_DIGIT:
+                elif value == NEXT_DIGIT:   # always FreeSWITCH's meaning (also mid-id)
                     reason = "next" if kind == "digit" else "command"
+                elif value == AGENT_KEY:
+                    if typed:               # the closing #: on to that agent's call
+                        self.jump(ch.uuid, typed)
+                    typed = "" if typed is None else None
+                elif typed is not None:     # while keying an id no digit changes the mode
+                    if value.isdigit() and len(typed) < MAX_AGENT_DIGITS:
+                        typed += value
                 elif value in MODE_DIGITS:
                     self._set_mode(s, MODE_DIGITS[value], kind)
-                # anything else (# 4-9 A-D) is ignored, as in FreeSWITCH
+                # anything else (4-9 A-D) is ignored, as in FreeSWITCH
         finally:
             self.sw.events.unsubscribe(token)
             if pump is not None:

@@ -244,3 +244,28 @@ async def test_whisper_buttons_speak_in_roles_whichever_leg_is_the_target() -> N
     await r.press("whisper_agent")
     assert r.panel.digits_sent[-1] == (spy.uuid, "2") and r.engine.modes()[spy.uuid] == 2
     assert r.panel.patterns["whisper"] == P.ON
+
+
+@aiotest
+async def test_the_agent_button_steps_the_spy_over_the_agents_on_a_call() -> None:
+    """AGENT (an optional button; ``g`` on the terminal): on to the next agent by id who is on an
+    answered call, wrapping round; the target is each agent's leg. Without a running eavesdrop it
+    is ignored with a warning."""
+    r = Rig()
+    r.start()
+    legs = {}
+    for agent in ("1003", "1001"):
+        far = r.channel(f"sofia/gateway/pbx/555{agent}", caller_id_number=f"555{agent}")
+        leg = r.channel(f"sofia/internal/{agent}", agent_id=agent)
+        far.other_leg, leg.other_leg = leg, far
+        legs[agent] = leg
+    spy = r.channel("handset/local", may_eavesdrop="true")
+    assert r.panel.pick_next_agent() is None and r.panel.ignored == 1       # no eavesdrop yet
+    await r.spy_on(spy, legs["1001"])
+    chosen = []
+    for _ in range(3):
+        r.panel.button("agent", "short")
+        await r.clock.advance(10)
+        chosen.append(r.hub.taps[-1].target.get_variable("agent_id"))
+    assert chosen == ["1003", "1001", "1003"]
+    assert [t.target for t in r.hub.taps] == [legs["1001"], legs["1003"], legs["1001"], legs["1003"]]

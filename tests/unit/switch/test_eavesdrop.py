@@ -684,3 +684,32 @@ def test_userspy_star_while_waiting_leaves_and_an_unknown_agent_is_a_clear_failu
     assert idle == [IDLE] and left and rig.returned
     assert rig.media.taps == [] and rig.audit.events() == ["failed"]
     assert rig.audit.records[0]["reason"] == "userspy needs an agent id"
+
+
+def test_keying_hash_id_hash_moves_the_spy_to_that_agents_call():
+    """``#1003#`` during a session: on to agent 1003's call (its leg), in the default mode; the
+    digits keyed between the two # change no mode (1 would whisper to the customer). An agent with
+    no call is a failure tone and a log line."""
+    async def main():
+        rig = Rig()
+        a2, b2 = rig.call("1003", "5551234")                # agent 1003 placed a call out
+        rig.start()                                          # spying on 1001's leg (rig.a)
+        await rig.settle()
+        first = rig.tap
+        for d in "#1003#":
+            rig.spy.queue_dtmf(d)
+        await rig.settle()
+        second = rig.tap
+        modes = [c for c in first.calls if c[0] == "mode"]
+        for d in "#9999#":                                   # no such call: the app ends, failed
+            rig.spy.queue_dtmf(d)
+        await rig.settle()
+        return rig, first, second, modes, a2
+
+    rig, first, second, modes, a2 = run(main())
+    assert first.target is rig.a and first.detached and modes == []
+    assert second.target is a2 and second.mode == 0 and second.detached
+    stops = [r for r in rig.audit.records if r["event"] == "stop"]
+    assert [r["reason"] for r in stops] == ["jump", "jump"]
+    assert rig.audit.records[-1]["event"] == "failed" and "agent 9999 has no call" in rig.audit.records[-1]["reason"]
+    assert rig.returned and rig.played() == [ed.DEFAULT_FAILED_SOUND]
