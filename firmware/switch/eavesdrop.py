@@ -431,7 +431,9 @@ class Eavesdrop:
 
     def _locate(self, ch, uuid):
         if not uuid:
-            raise Failed("no target uuid given (an empty spymap entry?)")
+            dialled = ch.get_variable("destination_number") or ""
+            raise Failed("no call to spy on for %s: no such agent, or the agent is not on a call "
+                         "(an empty spymap entry)" % (dialled or "an empty target"))
         target = self.sw.get(uuid)
         if target is None or not target.up:
             raise Failed("no channel %s (it has ended: a stale spymap entry?)" % uuid)

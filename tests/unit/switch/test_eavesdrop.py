@@ -713,3 +713,18 @@ def test_keying_hash_id_hash_moves_the_spy_to_that_agents_call():
     assert [r["reason"] for r in stops] == ["jump", "jump"]
     assert rig.audit.records[-1]["event"] == "failed" and "agent 9999 has no call" in rig.audit.records[-1]["reason"]
     assert rig.returned and rig.played() == [ed.DEFAULT_FAILED_SOUND]
+
+
+def test_88_for_an_unknown_agent_or_one_without_a_call_says_so():
+    """The seed's 88<id> hands eavesdrop an empty uuid when spymap has no entry: a failed tone and
+    a line naming what was dialled (not a bare "no target uuid")."""
+    async def main():
+        rig = Rig()
+        rig.spy.set_variable("destination_number", "889999")
+        rig.start(data="")
+        await rig.settle()
+        return rig
+
+    rig = run(main())
+    assert rig.played() == [ed.DEFAULT_FAILED_SOUND] and rig.media.taps == []
+    assert rig.audit.records[-1]["reason"].startswith("no call to spy on for 889999: no such agent")
