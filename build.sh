@@ -143,7 +143,9 @@ install_appliance() {
         need_apt $APT_PI
         "$opt/venv/bin/python" -m pip install -q pyaudio "$(gpio_package)"
     fi
+    # the units' Documentation= lines point here (file:/opt/earshot/docs/provisioning.md)
     cp README.md "$opt/"
+    rm -rf "$opt/docs" && cp -r docs "$opt/docs"
     install -m 0644 systemd/earshot.service systemd/earshot-provision@.service "$root/etc/systemd/system/"
     install -m 0644 systemd/90-earshot-provision.rules systemd/91-earshot-hidraw.rules "$root/etc/udev/rules.d/"
     install -m 0644 systemd/earshot.tmpfiles "$root/usr/lib/tmpfiles.d/earshot.conf"

@@ -36,7 +36,8 @@ def test_install_into_a_staging_root(staged: Path, tmp_path: Path) -> None:
     root = staged
     for rel in ("etc/systemd/system/earshot.service", "etc/systemd/system/earshot-provision@.service",
                 "etc/udev/rules.d/90-earshot-provision.rules", "etc/udev/rules.d/91-earshot-hidraw.rules",
-                "usr/lib/tmpfiles.d/earshot.conf", "usr/lib/sysusers.d/earshot.conf", "opt/earshot/README.md"):
+                "usr/lib/tmpfiles.d/earshot.conf", "usr/lib/sysusers.d/earshot.conf", "opt/earshot/README.md",
+                "opt/earshot/docs/provisioning.md", "opt/earshot/docs/architecture.md"):
         assert (root / rel).is_file(), rel
     python = root / "opt/earshot/venv/bin/python"
     # the installed firmware runs from the venv's site-packages (not from this checkout)
