@@ -124,10 +124,17 @@ async def app_db(sw: Switch, ch: Channel, data: str) -> None:
 
 
 async def app_info(sw: Switch, ch: Channel, data: str) -> None:
-    """Log every header and variable of the channel (``info [LEVEL]``, INFO by default)."""
-    level = LOG_LEVELS.get(data.strip().upper(), logging.INFO) if data.strip() else logging.INFO
-    lines = [f"{k}: {v}" for k, v in ch.event_headers().items()]
-    log.log(level, "%s: info\n%s", ch.name, "\n".join(lines))
+    """Log every header and variable of the channel (``info [LEVEL]``). Without a level: one line
+    at INFO and the dump at DEBUG — the seed's ``global`` extension runs it on every call, and
+    ~36 lines a call at INFO buried the journal."""
+    headers = ch.event_headers()
+    dump = "\n".join(f"{k}: {v}" for k, v in headers.items())
+    if data.strip():
+        log.log(LOG_LEVELS.get(data.strip().upper(), logging.INFO), "%s: info\n%s", ch.name, dump)
+        return
+    log.info("%s: info: %s -> %s (%d headers at debug level)", ch.name, headers.get("Caller-Caller-ID-Number", ""),
+             headers.get("Caller-Destination-Number", ""), len(headers))
+    log.debug("%s: info\n%s", ch.name, dump)
 
 
 async def app_log(sw: Switch, ch: Channel, data: str) -> None:

@@ -507,3 +507,22 @@ def test_dialplan_text_is_dedented_fixture_sanity():
     # the verbatim snippets must parse on their own inside a context
     for snippet in (SEED_SPEAK_TO_CALLEE, SEED_SPEAK_TO_CALLER, SEED_GLOBAL, SEED_EAVESDROP, SEED_GROUP):
         Dialplan.parse(doc(("default", textwrap.dedent(snippet))))
+
+
+def test_info_without_a_level_is_one_line_at_info_and_the_dump_at_debug(caplog):
+    import asyncio
+    import logging
+
+    from firmware.switch.apps import app_info
+    sw = Switch()
+    ch = sw.new_channel(NullEndpoint("sofia/internal/1001"), name="sofia/internal/1001", caller_id_number="1001",
+                        destination_number="881002")
+    caplog.set_level(logging.DEBUG, logger="firmware.switch.apps")
+    asyncio.run(app_info(sw, ch, ""))
+    info = [r for r in caplog.records if r.levelno == logging.INFO]
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(info) == 1 and "\n" not in info[0].getMessage() and "1001 -> 881002" in info[0].getMessage()
+    assert len(debug) == 1 and "variable_destination_number: 881002" in debug[0].getMessage()
+    caplog.clear()
+    asyncio.run(app_info(sw, ch, "WARNING"))        # an explicit level: the dump at that level
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
