@@ -216,7 +216,7 @@ class Commands:
             legs = [leg for alt in parse_dial_string(dial) for leg in alt]
         except ValueError as exc:
             return f"-ERR INVALID_NUMBER_FORMAT ({exc})\n"
-        if not getattr(self.switch, "secure_media_supported", False) and \
+        if not self.switch.secure_media_supported and \
                 any(is_true(leg.variables.get("sip_secure_media")) for leg in legs):
             return "-ERR BEARERCAPABILITY_NOTIMPL (sip_secure_media=true: SRTP is not available yet)\n"
         try:
@@ -373,7 +373,7 @@ class Commands:
 
     def eavesdrop_rows(self) -> list[dict[str, str]]:
         """Who is spying on what, in which mode (``switch.eavesdrop.sessions``)."""
-        engine = getattr(self.switch, "eavesdrop", None)
+        engine = self.switch.eavesdrop
         sessions = dict(getattr(engine, "sessions", None) or {})
         clock = self.switch.clock
         rows = []

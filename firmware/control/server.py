@@ -578,7 +578,7 @@ class ControlServer:
         target = packet.header("Unique-ID")
         command = packet.header("eavesdrop-command")
         if target and command is not None:
-            engine = getattr(self.switch, "eavesdrop", None)
+            engine = self.switch.eavesdrop
             if engine is not None and engine.send_command(target, command):
                 log.info("control: eavesdrop-command %r for %s", command, target)
                 return True, ""

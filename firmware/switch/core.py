@@ -198,6 +198,10 @@ class Switch:
             self.register_app(name, fn, inline_ok=inline_ok)
         self.endpoints: dict[str, EndpointFactory] = {"loopback": _loopback_factory}
         self.bridge_hooks: list[BridgeHook] = []
+        # installed from outside, declared here: the eavesdrop engine (eavesdrop_app.register) and
+        # whether a SIP profile that can negotiate SRTP is attached (sofia.SofiaProfile)
+        self.eavesdrop: Any = None
+        self.secure_media_supported = False
         self.unbridge_hooks: list[BridgeHook] = []
         self.globals: dict[str, str] = {}
         self._channels: dict[str, Channel] = {}
