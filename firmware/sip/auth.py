@@ -12,12 +12,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
+
+log = logging.getLogger("earshot.sip.auth")
 
 __all__ = ["DigestError", "AuthResult", "DigestServer", "DigestClient", "parse_auth_header",
            "digest_response", "ALGORITHMS"]
@@ -483,3 +486,32 @@ class DigestClient:
         if qop:
             parts += [f"qop={qop}", f"nc={nc_text}", f"cnonce={_quote(cnonce or '')}"]
         return "Digest " + ", ".join(parts)
+
+
+def gate(server: DigestServer, req: Any, source: str, reply: Callable[[Any, int, str], Any], *,
+         user: str | None = None, proxy: bool = False) -> tuple[str | None, Any]:
+    """The digest check of one request, as a UAS answers it: ``(the proven user, None)``, or
+    ``(None, the refusal)`` — 403 with Retry-After while ``source`` (and ``user``) is backing off,
+    else 401 (``proxy``: 407) with fresh challenges, ``stale=true`` for an expired nonce.
+    ``reply(req, status, reason)`` builds the response (the caller's headers, tag)."""
+    wait = server.blocked(source, user)
+    if wait > 0:
+        resp = reply(req, 403, "Forbidden")
+        resp.headers.set("Retry-After", str(int(wait + 0.999)))
+        return None, resp
+    names = ("Proxy-Authorization", "Authorization") if proxy else ("Authorization",)
+    header = next((v for v in (req.headers.get(n) for n in names) if v is not None), None)
+    stale = False
+    if header is not None:
+        result = server.verify(req.method, header, source, body=req.body, request_uri=str(req.uri))
+        if result.ok:
+            return result.username, None
+        stale = bool(result.stale)
+        log.info("%s for %s from %s refused: %s", req.method, user or getattr(req.uri, "user", "") or "?",
+                 source, result.reason)
+    code, reason, field = (407, "Proxy Authentication Required", "Proxy-Authenticate") if proxy else \
+        (401, "Unauthorized", "WWW-Authenticate")
+    resp = reply(req, code, reason)
+    for challenge in server.challenges(stale=stale):
+        resp.headers.add(field, challenge)
+    return None, resp

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .auth import gate
 from .message import Request, Response, SipError, make_response
 from .transport import Target
 from .uri import NameAddr, parse_name_addr_list
@@ -133,26 +134,12 @@ class Registrar:
             return make_response(req, 400, f"Bad Request ({exc})")
 
     def _authenticate(self, req: Request, source: Target | None, user: str) -> Response | None:
-        who = source.host if source is not None else ""
-        wait = self.auth.blocked(who, user)
-        if wait > 0:
-            resp = make_response(req, 403, "Forbidden")
-            resp.headers.set("Retry-After", str(int(wait + 0.999)))
-            return resp
-        header = req.headers.get("Authorization")
-        stale = False
-        if header is not None:
-            result = self.auth.verify("REGISTER", header, who, body=req.body, request_uri=str(req.uri))
-            if result.ok:
-                if result.username != user:
-                    return make_response(req, 403, "Forbidden (credentials are for another user)")
-                return None
-            stale = bool(result.stale)
-            log.info("REGISTER for %s from %s refused: %s", user, who, result.reason)
-        resp = make_response(req, 401, "Unauthorized")
-        for challenge in self.auth.challenges(stale=stale):
-            resp.headers.add("WWW-Authenticate", challenge)
-        return resp
+        proven, refusal = gate(self.auth, req, source.host if source is not None else "", make_response, user=user)
+        if refusal is not None:
+            return refusal
+        if proven != user:
+            return make_response(req, 403, "Forbidden (credentials are for another user)")
+        return None
 
     def _expiry(self, value: str | None) -> int | None:
         if value is None:

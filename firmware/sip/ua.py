@@ -35,7 +35,7 @@ import socket
 from typing import Any, Awaitable, Callable, Iterable
 
 from . import validate
-from .auth import DigestClient
+from .auth import DigestClient, gate
 from .dialog import Dialog, DialogTable, new_call_id, new_tag
 from .message import Headers, Request, Response, make_response
 from .transaction import ClientTransaction, ServerTransaction, Timers, TransactionLayer
@@ -841,25 +841,12 @@ class UserAgent:
     def _check_invite_auth(self, req: Request, stxn: ServerTransaction, source: Target) -> tuple[bool, str | None]:
         if self.digest_server is None or not self.challenge_invite or source.host in self.trusted_hosts:
             return True, None
-        wait = self.digest_server.blocked(source.host)
-        if wait > 0:
-            resp = self._response(req, 403, "Forbidden", to_tag=new_tag())
-            resp.headers.set("Retry-After", str(int(wait + 0.999)))
-            stxn.respond(resp)
+        user, refusal = gate(self.digest_server, req, source.host,
+                             lambda r, code, reason: self._response(r, code, reason, to_tag=new_tag()), proxy=True)
+        if refusal is not None:
+            stxn.respond(refusal)
             return False, None
-        header = req.headers.get("Proxy-Authorization") or req.headers.get("Authorization")
-        stale = False
-        if header is not None:
-            result = self.digest_server.verify("INVITE", header, source.host, body=req.body,
-                                               request_uri=str(req.uri))
-            if result.ok:
-                return True, result.username
-            stale = bool(result.stale)
-        resp = self._response(req, 407, "Proxy Authentication Required", to_tag=new_tag())
-        for c in self.digest_server.challenges(stale=stale):
-            resp.headers.add("Proxy-Authenticate", c)
-        stxn.respond(resp)
-        return False, None
+        return True, user
 
     def _on_invite(self, req: Request, stxn: ServerTransaction, source: Target) -> None:
         ok, user = self._check_invite_auth(req, stxn, source)
