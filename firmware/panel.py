@@ -29,6 +29,7 @@ target is spied on; the provisioning patterns take over all LEDs for a while.
 
 from firmware import aio
 from firmware.clock import SystemClock
+from firmware.switch.eavesdrop import roles
 
 try:
     import logging
@@ -213,27 +214,25 @@ class Panel:
         if not agents:
             _warn("AGENT button: no agent is on a call")
             return None
-        session = self.active_session()
-        target = self.switch.get(session[0]) if session is not None and session[0] else None
-        current = None
-        if target is not None:
-            peer = getattr(target, "other_leg", None)
-            current = target.get_variable("agent_id") or (peer.get_variable("agent_id") if peer else None)
+        roles = self._session_roles()
+        current = roles[0].get_variable("agent_id") if roles is not None else None
         chosen = agents[(agents.index(current) + 1) % len(agents)] if current in agents else agents[0]
         engine.jump(ch.uuid, chosen)
         return chosen
 
+    def _session_roles(self):
+        """(agent leg, far leg, swapped) of the running session (eavesdrop.roles), or None."""
+        session = self.active_session()
+        if session is None or session[0] is None or self.switch is None:
+            return None
+        target = self.switch.get(session[0])
+        return roles(target, getattr(target, "other_leg", None)) if target is not None else None
+
     def agent_is_peer(self):
         """True when the running session's target is not an agent's leg but the leg bridged to it
         is: digit 2 (whisper to the target) would reach the far party, so the roles swap."""
-        session = self.active_session()
-        if session is None or session[0] is None or self.switch is None:
-            return False
-        target = self.switch.get(session[0])
-        if target is None or target.get_variable("agent_id"):
-            return False
-        peer = getattr(target, "other_leg", None)
-        return peer is not None and bool(peer.get_variable("agent_id"))
+        found = self._session_roles()
+        return found is not None and found[2]
 
     def send_digit(self, digit):
         """Queue ``digit`` on the active spy channel; False when there is none."""

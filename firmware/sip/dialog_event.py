@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from xml.sax.saxutils import escape, quoteattr
 
+from firmware import aio
+
+from .auth import gate
 from .dialog import Dialog, new_tag
 from .message import Request, make_response
 
@@ -116,11 +119,12 @@ class Subscription:
         stxn.respond(self.events.ok(req, self.expires))
         self.notify()                       # RFC 6665 §4.2.1.2: a NOTIFY follows every SUBSCRIBE
 
-    def notify(self, reason: str | None = None, *, if_changed: bool = False) -> None:
-        """Send the agent's full state (and, with ``reason``, the subscription's end); with
-        ``if_changed``, only when it differs from what the watcher was last told."""
-        calls = self.events.state_of(self.agent)
-        if if_changed and calls == self.last_calls:
+    def notify(self, reason: str | None = None, *, calls: list[AgentCall] | None = None) -> None:
+        """Send the agent's full state (and, with ``reason``, the subscription's end); given the
+        ``calls`` it was computed from, only when that differs from what the watcher was told."""
+        if calls is None:
+            calls = self.events.state_of(self.agent)
+        elif calls == self.last_calls:
             return
         self.last_calls = calls
         body = dialog_info(f"sip:{self.agent}@{self.events.domain}", self.version, calls)
@@ -165,21 +169,14 @@ class DialogEvents:
         self.is_agent = is_agent
         self.state_of = state_of
         self.subs: dict[str, list[Subscription]] = {}       # agent -> its watchers' subscriptions
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = aio.TaskSet("BLF", on_error=lambda exc: log.info("BLF: NOTIFY failed: %r", exc))
         self._refused_from: set[str] = set()                # log a flood once per source
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.subs.values())
 
     def spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.info("BLF: NOTIFY failed: %r", task.exception())
+        self._tasks.spawn(coro)
 
     # --- SUBSCRIBE ----------------------------------------------------------------------------------
 
@@ -238,22 +235,8 @@ class DialogEvents:
         """(the authenticated user, None), or ("", the response that refuses)."""
         if self.auth is None:
             return (getattr(req.from_.uri, "user", None) or ""), None
-        wait = self.auth.blocked(who)
-        if wait > 0:
-            resp = make_response(req, 403, "Forbidden")
-            resp.headers.set("Retry-After", str(int(wait + 0.999)))
-            return "", resp
-        header = req.headers.get("Authorization")
-        stale = False
-        if header is not None:
-            result = self.auth.verify("SUBSCRIBE", header, who, body=req.body, request_uri=str(req.uri))
-            if result.ok:
-                return result.username, None
-            stale = bool(result.stale)
-        resp = make_response(req, 401, "Unauthorized")
-        for challenge in self.auth.challenges(stale=stale):
-            resp.headers.add("WWW-Authenticate", challenge)
-        return "", resp
+        user, refusal = gate(self.auth, req, who, make_response)
+        return user or "", refusal
 
     def ok(self, req: Request, expires: int, to_tag: str | None = None):
         resp = self.ua._response(req, 200, to_tag=to_tag, contact=True)
@@ -270,8 +253,10 @@ class DialogEvents:
 
     def changed(self, agent: str) -> None:
         """The agent's calls may have changed: NOTIFY the watchers told something else before."""
-        for sub in list(self.subs.get(agent, ())):
-            sub.notify(if_changed=True)
+        subs = list(self.subs.get(agent, ()))
+        calls = self.state_of(agent) if subs else []     # once, for every watcher
+        for sub in subs:
+            sub.notify(calls=calls)
 
     def forget(self, sub: Subscription) -> None:
         subs = self.subs.get(sub.agent, [])
@@ -289,5 +274,5 @@ class DialogEvents:
 
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) for the NOTIFYs on their way."""
-        if self._tasks:
+        if len(self._tasks):
             await asyncio.wait(list(self._tasks), timeout=timeout)

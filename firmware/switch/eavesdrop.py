@@ -214,14 +214,19 @@ class Eavesdrop:
                 self._failed(ch, agent, "agent %s has no call to spy on" % agent)
                 await self._play(ch, self._failed_sound(ch))
                 return None
-            await self._play(ch, self.sw.variable(ch, "eavesdrop_indicate_new"))
-            try:
-                reason = await self._spy_on(ch, target, opts)
-            except Failed as exc:
-                self._failed(ch, target.uuid, str(exc))
-                await self._play(ch, self._failed_sound(ch))
-                return None
+            reason = await self._visit(ch, target, opts)
         return reason
+
+    async def _visit(self, ch, target, opts):
+        """indicate_new, then one session on ``target``; how it ended, or None (after the failed
+        tone) when it could not start."""
+        await self._play(ch, self.sw.variable(ch, "eavesdrop_indicate_new"))
+        try:
+            return await self._spy_on(ch, target, opts)
+        except Failed as exc:
+            self._failed(ch, target.uuid, str(exc))
+            await self._play(ch, self._failed_sound(ch))
+            return None
 
     def send_command(self, spy_uuid, command):
         """FreeSWITCH's ``eavesdrop-command``: each character acts like a digit (``"3"``, ``"3*"``),
@@ -302,13 +307,11 @@ class Eavesdrop:
                     if not self._eligible(ch, target, opts):    # it may have changed meanwhile
                         continue
                     visited += 1
-                    await self._play(ch, self.sw.variable(ch, "eavesdrop_indicate_new"))
-                    try:
-                        await self._follow_jumps(ch, opts, await self._spy_on(ch, target, opts))
-                    except Failed as exc:
-                        self._failed(ch, target.uuid, str(exc))
-                        await self._play(ch, self._failed_sound(ch))
+                    reason = await self._visit(ch, target, opts)
+                    if reason is None:
                         await ch.next_digit(FAILED_WAIT_MS)          # any digit ends the wait
+                    else:
+                        await self._follow_jumps(ch, opts, reason)
                 if visited == 0 and ch.up:
                     await self._play(ch, self.sw.variable(ch, "eavesdrop_indicate_idle"))
                     await ch.next_digit(IDLE_WAIT_MS)
@@ -356,12 +359,8 @@ class Eavesdrop:
                         return
                     continue
                 idle_told = False
-                await self._play(ch, self.sw.variable(ch, "eavesdrop_indicate_new"))
-                try:
-                    reason = await self._spy_on(ch, target, opts)
-                except Failed as exc:
-                    self._failed(ch, target.uuid, str(exc))
-                    await self._play(ch, self._failed_sound(ch))
+                reason = await self._visit(ch, target, opts)
+                if reason is None:
                     continue
                 if reason == "jump":                       # follow the agent jumped to from now on
                     agent = self.jumps.pop(ch.uuid, None) or agent

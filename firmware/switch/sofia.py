@@ -36,6 +36,7 @@ from .sofia_endpoint import SofiaEndpoint, offered_direction
 log = logging.getLogger(__name__)
 
 CODECS = ("PCMU", "PCMA")
+REFUSALS = {403: "Forbidden", 488: "Not Acceptable Here", 500: "Server Internal Error"}   # reason phrases
 
 
 @dataclass(frozen=True)
@@ -138,16 +139,12 @@ class SofiaProfile:
             log.exception("INVITE %s: call setup failed; the INVITE is refused and its leg freed", call.call_id)
             self._undo_setup(call, setup)
 
-    def _refuse(self, call: IncomingCall, status: int, why: str) -> None:
-        phrase = {488: "Not Acceptable Here", 500: "Server Internal Error"}[status]
-        self._refuse_status(call, status, phrase, why)
-
     @staticmethod
-    def _refuse_status(call: IncomingCall, status: int, phrase: str, why: str) -> None:
+    def _refuse(call: IncomingCall, status: int, why: str) -> None:
         """A final answer whose reason a phone's log (or an integrator's capture) shows: the
         phrase, and a Warning (RFC 3261 §20.43, code 399 "miscellaneous")."""
         text = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in why)[:160]
-        call.reject(status, f"{phrase} ({text})"[:100], headers={"Warning": f'399 earshot "{text}"'})
+        call.reject(status, f"{REFUSALS[status]} ({text})"[:100], headers={"Warning": f'399 earshot "{text}"'})
 
     def _caller_id(self, call: IncomingCall) -> _CallerId | None:
         """Who is calling. For a user who authenticated, that user: the From header is the
@@ -169,7 +166,7 @@ class SofiaProfile:
                         call.call_id, call.source.host, call.source.port, presented[:64], user,
                         "refused (403)" if refuse else f"caller id set to {user}")
             if refuse:
-                self._refuse_status(call, 403, "Forbidden", "From is not the authenticated user")
+                self._refuse(call, 403, "From is not the authenticated user")
                 return None
         entry = config.user(user) if config is not None else None
         name = (display if display and entry is not None and entry.may_set_caller_id_name else "") \

@@ -77,41 +77,7 @@ from firmware.switch import eavesdrop as E
 assert aio.IS_MICROPYTHON
 
 
-from firmware.clock import WrapSafe
-
-
-class VClock(WrapSafe):
-    """Virtual milliseconds: timers fire only in advance() (the wrap-safe helpers are the real ones)."""
-    def __init__(self):
-        self.now = 0
-        self.timers = []
-        self.seq = 0
-    def now_ms(self):
-        return self.now
-    async def sleep_ms(self, ms):
-        ev = aio.Event()
-        self.seq += 1
-        self.timers.append((self.now + int(ms), self.seq, ev))
-        await ev.wait()
-    async def wait_for_ms(self, aw, ms):
-        return await aio.wait_for_ms(aw, 10000000)
-    async def settle(self):
-        for _ in range(30):
-            await aio.sleep_ms(0)
-    async def advance(self, ms):
-        end = self.now + ms
-        await self.settle()
-        while True:
-            due = [t for t in self.timers if t[0] <= end]
-            if not due:
-                break
-            t = min(due)
-            self.timers.remove(t)
-            self.now = t[0]
-            t[2].set()
-            await self.settle()
-        self.now = end
-        await self.settle()
+from firmware.clock import VirtualClock as VClock   # the real one: timers fire only in advance()
 
 
 class Ev:
